@@ -1,0 +1,37 @@
+# BCCD blood-cell detection (Pascal VOC layout, 3 classes), ../shared/data/bccd by default.
+dataset_type = 'VOCDataset'
+data_root = '../shared/data/bccd/'
+metainfo = dict(classes=('RBC', 'WBC', 'Platelets'))
+img_scale = (320, 320)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='Albu', transforms=[dict(type='RandomBrightnessContrast', p=0.3),
+                                  dict(type='HueSaturationValue', p=0.3)]),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=8, num_workers=2, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True), collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='ImageSets/Main/train.txt',
+                 data_prefix=dict(img='JPEGImages', ann='Annotations'),
+                 filter_cfg=dict(filter_empty_gt=True), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8, num_workers=2, persistent_workers=True, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False), collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='ImageSets/Main/val.txt',
+                 data_prefix=dict(img='JPEGImages', ann='Annotations'),
+                 test_mode=True, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='VOCMetric', iou_thrs=0.5, eval_mode='area')
+test_evaluator = val_evaluator

@@ -1,0 +1,1 @@
+"""First-party plugins of the toolbox, installed as ``toolbox_plugins``."""

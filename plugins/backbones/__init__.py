@@ -1,0 +1,2 @@
+"""First-party backbones."""
+from . import resnet  # noqa: F401

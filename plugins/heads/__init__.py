@@ -1,0 +1,2 @@
+"""First-party heads."""
+from . import retina_head  # noqa: F401

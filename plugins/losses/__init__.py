@@ -1,0 +1,2 @@
+"""First-party losses."""
+from . import box_losses, focal_loss  # noqa: F401

@@ -1,0 +1,2 @@
+"""First-party necks."""
+from . import fpn  # noqa: F401

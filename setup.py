@@ -1,0 +1,48 @@
+"""Packaging: the core ``toolbox`` and the first-party plugins, installed as ``toolbox_plugins``.
+
+The first-party plugins are found by the core through the ``toolbox.plugins`` entry-point group,
+exactly as third-party plugin packages are (see ``examples/toolbox-plugin-example``).
+"""
+from setuptools import find_packages, setup
+
+core_packages = find_packages(include=['toolbox', 'toolbox.*'])
+plugin_packages = ['toolbox_plugins'] + [
+    'toolbox_plugins.' + p[len('plugins.'):] for p in find_packages(include=['plugins.*'])]
+
+setup(
+    name='toolbox',
+    version='0.1.0',
+    description='Plugin-based object detection and semantic segmentation toolbox',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=core_packages + plugin_packages,
+    package_dir={'toolbox_plugins': 'plugins'},
+    install_requires=[
+        'torch>=2.4',
+        'torchvision>=0.19',
+        'mmengine>=0.10.5,<0.11',
+        'mmcv-lite>=2.1,<2.3',
+        'numpy',
+        'scipy>=1.10',
+        'pycocotools>=2.0.7',
+        'faster-coco-eval>=1.6',
+        'albumentations>=2.0,<=2.0.8',
+        'opencv-python>=4.8',
+        'opencv-python-headless>=4.8',
+        'matplotlib>=3.7',
+    ],
+    extras_require={
+        'tests': ['pytest>=8', 'timm>=1.0', 'transformers>=4.45', 'monai>=1.3', 'einops',
+                  'nibabel>=5'],
+        'medical': ['nibabel>=5'],
+    },
+    entry_points={
+        'toolbox.plugins': [
+            'backbones = toolbox_plugins.backbones',
+            'necks = toolbox_plugins.necks',
+            'heads = toolbox_plugins.heads',
+            'losses = toolbox_plugins.losses',
+        ],
+    },
+)

@@ -1,0 +1,6 @@
+from .demo import make_demo_dataset
+from .detection import AnnotationError, CocoDataset, DetectionDataset, VOCDataset
+from .transforms import *  # noqa: F401,F403  (registers the transforms)
+
+__all__ = ['DetectionDataset', 'CocoDataset', 'VOCDataset', 'AnnotationError',
+           'make_demo_dataset']

@@ -1,0 +1,234 @@
+"""Detection datasets: COCO json and Pascal VOC xml, converted to one internal format.
+
+Every image becomes a ``data_info`` dict::
+
+    dict(img_id, img_path, height, width,
+         instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1), ...])
+
+with ``bbox`` in ``xyxy`` absolute pixels, 0-based (COCO ``xywh`` and VOC 1-based boxes are
+converted here, at the boundary), ``bbox_label`` a contiguous 0-based class index and
+``ignore_flag`` set for COCO ``iscrowd`` and VOC ``difficult`` boxes (kept, evaluated as ignored).
+
+Degenerate boxes (zero or negative width or height) are skipped with a counted warning that
+names the file. Malformed annotation files raise :class:`AnnotationError` naming the file and
+the field.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os.path as osp
+import xml.etree.ElementTree as ET
+from collections import Counter
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
+
+from toolbox.registry import DATASETS
+
+
+class AnnotationError(ValueError):
+    """An annotation file is malformed; the message names the file and the field."""
+
+
+class DetectionDataset(BaseDataset):
+    """Shared behaviour of detection datasets: filtering and class statistics.
+
+    Args (besides mmengine ``BaseDataset``'s):
+        filter_cfg: ``dict(filter_empty_gt=True, min_size=0)``. In training, images without a
+            single non-ignored object are dropped (the count is logged); ``min_size`` drops
+            images whose shorter side is smaller.
+    """
+
+    METAINFO: dict = dict(classes=())
+
+    def filter_data(self) -> list[dict]:
+        if self.test_mode or not self.filter_cfg:
+            return self.data_list
+        filter_empty = self.filter_cfg.get('filter_empty_gt', False)
+        min_size = self.filter_cfg.get('min_size', 0)
+        kept = [info for info in self.data_list
+                if min(info['width'], info['height']) >= min_size and not (
+                    filter_empty and not any(not i['ignore_flag'] for i in info['instances']))]
+        dropped = len(self.data_list) - len(kept)
+        if dropped:
+            print_log(f'{type(self).__name__}: {dropped} of {len(self.data_list)} images dropped '
+                      f'by filter_cfg={dict(self.filter_cfg)} (no objects or too small)',
+                      logger='current')
+        return kept
+
+    def get_cat_ids(self, idx: int) -> list[int]:
+        """Contiguous labels present in image ``idx`` (used by class-aware samplers)."""
+        return sorted({i['bbox_label'] for i in self.get_data_info(idx)['instances']})
+
+    def class_counts(self) -> dict[str, np.ndarray]:
+        """Per-class statistics over the (filtered) dataset, cached after the first call.
+
+        Returns ``dict(instance_counts=(C,), image_counts=(C,), num_images=int)`` counting
+        non-ignored boxes; used by class-frequency-aware losses (balanced softmax, EQL).
+        """
+        if getattr(self, '_class_counts', None) is None:
+            num_classes = len(self.metainfo['classes'])
+            instance_counts = np.zeros(num_classes, dtype=np.int64)
+            image_counts = np.zeros(num_classes, dtype=np.int64)
+            for idx in range(len(self)):
+                labels = [i['bbox_label'] for i in self.get_data_info(idx)['instances']
+                          if not i['ignore_flag']]
+                np.add.at(instance_counts, labels, 1)
+                np.add.at(image_counts, sorted(set(labels)), 1)
+            self._class_counts = dict(instance_counts=instance_counts,
+                                      image_counts=image_counts, num_images=len(self))
+        return self._class_counts
+
+
+def _require(mapping, field, where):
+    if not isinstance(mapping, dict) or field not in mapping:
+        raise AnnotationError(f'{where}: missing field {field!r}')
+    return mapping[field]
+
+
+@DATASETS.register_module()
+class CocoDataset(DetectionDataset):
+    """COCO-format detection dataset (``instances_*.json`` or ``image_info_test-dev*.json``).
+
+    Category ids are sorted ascending and mapped to contiguous labels; ``metainfo['cat_ids']``
+    keeps the real ids so that results can be written back for the COCO server. Passing
+    ``metainfo=dict(classes=(...))`` keeps only those categories, in that order.
+    A json without ``annotations`` (test-dev image info) is accepted: every image has no
+    instances.
+    """
+
+    def load_data_list(self) -> list[dict]:
+        ann_file = self.ann_file
+        try:
+            with open(ann_file, encoding='utf-8') as f:
+                coco = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise AnnotationError(f'{ann_file}: not valid json ({exc})') from exc
+        categories = _require(coco, 'categories', ann_file)
+        for k, cat in enumerate(categories):
+            _require(cat, 'id', f'{ann_file}: categories[{k}]')
+            _require(cat, 'name', f'{ann_file}: categories[{k}]')
+        wanted = self._metainfo.get('classes') or ()
+        if wanted:
+            by_name = {c['name']: c['id'] for c in categories}
+            missing = [n for n in wanted if n not in by_name]
+            if missing:
+                raise AnnotationError(f'{ann_file}: categories has no entry named {missing}')
+            cat_ids = [by_name[n] for n in wanted]
+        else:
+            cats = sorted(categories, key=lambda c: c['id'])
+            cat_ids = [c['id'] for c in cats]
+            self._metainfo['classes'] = tuple(c['name'] for c in cats)
+        self._metainfo['cat_ids'] = cat_ids
+        cat_to_label = {cat_id: label for label, cat_id in enumerate(cat_ids)}
+
+        images = _require(coco, 'images', ann_file)
+        instances_of = {}
+        for k, img in enumerate(images):
+            where = f'{ann_file}: images[{k}]'
+            instances_of[_require(img, 'id', where)] = []
+            for field in ('file_name', 'width', 'height'):
+                _require(img, field, where)
+
+        skipped = Counter()
+        for k, ann in enumerate(coco.get('annotations', [])):
+            where = f'{ann_file}: annotations[{k}]'
+            image_id = _require(ann, 'image_id', where)
+            x, y, w, h = _require(ann, 'bbox', where)
+            cat_id = _require(ann, 'category_id', where)
+            if image_id not in instances_of:
+                raise AnnotationError(f'{where}: image_id {image_id} is not in images')
+            if cat_id not in cat_to_label:
+                skipped['category not in classes'] += 1
+                continue
+            if w <= 0 or h <= 0:
+                skipped['degenerate box (w or h <= 0)'] += 1
+                continue
+            instances_of[image_id].append(dict(
+                bbox=[float(x), float(y), float(x + w), float(y + h)],
+                bbox_label=cat_to_label[cat_id], ignore_flag=int(bool(ann.get('iscrowd', 0)))))
+        self.skip_counts = dict(skipped)
+        for reason, count in skipped.items():
+            print_log(f'{ann_file}: skipped {count} annotations: {reason}', logger='current',
+                      level=logging.WARNING if reason.startswith('degenerate') else logging.INFO)
+        img_prefix = self.data_prefix.get('img', '')
+        return [dict(img_id=img['id'], img_path=osp.join(img_prefix, img['file_name']),
+                     height=int(img['height']), width=int(img['width']),
+                     instances=instances_of[img['id']]) for img in images]
+
+
+VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
+               'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
+               'sheep', 'sofa', 'train', 'tvmonitor')
+
+
+@DATASETS.register_module()
+class VOCDataset(DetectionDataset):
+    """Pascal VOC layout: ``ann_file`` lists image ids (``ImageSets/Main/<split>.txt``),
+    ``data_prefix=dict(img='JPEGImages', ann='Annotations')``.
+
+    Boxes are 1-based inclusive in the xml and become 0-based ``xyxy`` (``x1 - 1``, ``y1 - 1``,
+    ``x2``, ``y2``), so that the box ``[1, W]`` covers ``[0, W]``. ``difficult`` objects are kept
+    with ``ignore_flag=1``. Objects of classes not in ``metainfo['classes']`` are skipped and
+    counted. Image ids are their own ``img_id``.
+    """
+
+    METAINFO = dict(classes=VOC_CLASSES)
+
+    def load_data_list(self) -> list[dict]:
+        classes = self._metainfo['classes']
+        label_of = {name: k for k, name in enumerate(classes)}
+        with open(self.ann_file, encoding='utf-8') as f:
+            img_ids = [line.strip().split()[0] for line in f if line.strip()]
+        img_prefix = self.data_prefix.get('img', 'JPEGImages')
+        ann_prefix = self.data_prefix.get('ann', 'Annotations')
+        skipped = Counter()
+        data_list = []
+        for img_id in img_ids:
+            xml_path = osp.join(ann_prefix, f'{img_id}.xml')
+            info, img_skipped = self._parse_xml(xml_path, label_of)
+            skipped.update(img_skipped)
+            data_list.append(dict(img_id=img_id, img_path=osp.join(img_prefix, f'{img_id}.jpg'),
+                                  **info))
+        self.skip_counts = dict(skipped)
+        for reason, count in skipped.items():
+            print_log(f'{self.ann_file}: skipped {count} objects: {reason}', logger='current',
+                      level=logging.WARNING if reason.startswith('degenerate') else logging.INFO)
+        return data_list
+
+    @staticmethod
+    def _parse_xml(xml_path: str, label_of: dict) -> tuple[dict, Counter]:
+        try:
+            root = ET.parse(xml_path).getroot()
+        except (ET.ParseError, FileNotFoundError) as exc:
+            raise AnnotationError(f'{xml_path}: cannot parse annotation ({exc})') from exc
+        size = root.find('size')
+        if size is None or size.find('width') is None or size.find('height') is None:
+            raise AnnotationError(f'{xml_path}: missing field size/width or size/height')
+        width, height = int(float(size.find('width').text)), int(float(size.find('height').text))
+        skipped = Counter()
+        instances = []
+        for k, obj in enumerate(root.findall('object')):
+            name = obj.findtext('name', default='').strip()
+            if name not in label_of:
+                skipped[f'class {name!r} not in classes'] += 1
+                continue
+            bndbox = obj.find('bndbox')
+            try:
+                coords = [float(bndbox.findtext(t)) for t in ('xmin', 'ymin', 'xmax', 'ymax')]
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise AnnotationError(f'{xml_path}: object[{k}] field bndbox is missing or not '
+                                      f'numeric') from exc
+            # judged on the raw VOC values: xmin == xmax is a point, not a one-pixel box
+            if coords[2] <= coords[0] or coords[3] <= coords[1]:
+                skipped['degenerate box (xmax <= xmin or ymax <= ymin)'] += 1
+                print_log(f'{xml_path}: object[{k}] ({name}) has a degenerate box {coords}, '
+                          f'skipped', logger='current', level=logging.WARNING)
+                continue
+            difficult = obj.findtext('difficult', default='0').strip()
+            x1, y1, x2, y2 = coords[0] - 1, coords[1] - 1, coords[2], coords[3]
+            instances.append(dict(bbox=[x1, y1, x2, y2], bbox_label=label_of[name],
+                                  ignore_flag=int(difficult == '1')))
+        return dict(width=width, height=height, instances=instances), skipped

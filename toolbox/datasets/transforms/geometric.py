@@ -1,0 +1,149 @@
+"""Geometric transforms that move image, boxes and segmentation map together.
+
+Boxes are ``xyxy`` absolute pixels in the frame of the current image. ``scale_factor`` is the
+cumulative ``(w_scale, h_scale)`` from the original image, used to map predictions back.
+"""
+import cv2
+import numpy as np
+from mmcv.transforms import BaseTransform
+
+from toolbox.registry import TRANSFORMS
+
+
+def rescale_size(old_wh, scale, keep_ratio: bool):
+    """New ``(w, h)`` for an image of size ``old_wh`` and a target ``scale = (w, h)``.
+
+    With ``keep_ratio`` the image is scaled by one factor so that the long edge fits
+    ``max(scale)`` and the short edge fits ``min(scale)`` (the mmdet/Detectron convention).
+    """
+    w, h = old_wh
+    if not keep_ratio:
+        return int(scale[0]), int(scale[1])
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(w * factor + 0.5), int(h * factor + 0.5)
+
+
+def _apply_resize(results, new_w, new_h, interpolation):
+    img = results['img']
+    h, w = img.shape[:2]
+    resized = cv2.resize(img, (new_w, new_h), interpolation=interpolation)
+    results['img'] = resized if resized.ndim == img.ndim else resized[..., None]
+    w_scale, h_scale = new_w / w, new_h / h
+    results['img_shape'] = (new_h, new_w)
+    old = results.get('scale_factor', (1.0, 1.0))
+    results['scale_factor'] = (old[0] * w_scale, old[1] * h_scale)
+    if 'gt_bboxes' in results and len(results['gt_bboxes']):
+        boxes = results['gt_bboxes'] * np.array([w_scale, h_scale, w_scale, h_scale], np.float32)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, new_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, new_h)
+        results['gt_bboxes'] = boxes
+    if 'gt_seg_map' in results:
+        results['gt_seg_map'] = cv2.resize(results['gt_seg_map'].astype(np.int32), (new_w, new_h),
+                                           interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    return results
+
+
+_INTERP = {'nearest': cv2.INTER_NEAREST, 'bilinear': cv2.INTER_LINEAR,
+           'bicubic': cv2.INTER_CUBIC, 'area': cv2.INTER_AREA}
+
+
+@TRANSFORMS.register_module()
+class Resize(BaseTransform):
+    """Resize to ``scale = (w, h)``, keeping the aspect ratio by default (see
+    :func:`rescale_size`)."""
+
+    def __init__(self, scale, keep_ratio: bool = True, interpolation: str = 'bilinear'):
+        self.scale = tuple(scale) if not isinstance(scale, int) else (scale, scale)
+        self.keep_ratio = keep_ratio
+        self.interpolation = _INTERP[interpolation]
+
+    def transform(self, results: dict) -> dict:
+        h, w = results['img'].shape[:2]
+        new_w, new_h = rescale_size((w, h), self.scale, self.keep_ratio)
+        return _apply_resize(results, new_w, new_h, self.interpolation)
+
+
+@TRANSFORMS.register_module()
+class RandomResize(BaseTransform):
+    """Resize to ``scale`` times a ratio drawn uniformly from ``ratio_range``
+    (multi-scale training; keeps the aspect ratio by default)."""
+
+    def __init__(self, scale, ratio_range=(0.5, 2.0), keep_ratio: bool = True,
+                 interpolation: str = 'bilinear'):
+        self.scale = tuple(scale)
+        self.ratio_range = ratio_range
+        self.keep_ratio = keep_ratio
+        self.interpolation = _INTERP[interpolation]
+
+    def transform(self, results: dict) -> dict:
+        ratio = np.random.uniform(*self.ratio_range)
+        target = (self.scale[0] * ratio, self.scale[1] * ratio)
+        h, w = results['img'].shape[:2]
+        new_w, new_h = rescale_size((w, h), target, self.keep_ratio)
+        return _apply_resize(results, max(new_w, 1), max(new_h, 1), self.interpolation)
+
+
+@TRANSFORMS.register_module()
+class RandomFlip(BaseTransform):
+    """Flip horizontally (or vertically) with probability ``prob``; sets ``flip`` and
+    ``flip_direction``."""
+
+    def __init__(self, prob: float = 0.5, direction: str = 'horizontal'):
+        if direction not in ('horizontal', 'vertical'):
+            raise ValueError(f"direction must be 'horizontal' or 'vertical', got {direction!r}")
+        self.prob = prob
+        self.direction = direction
+
+    def transform(self, results: dict) -> dict:
+        flip = np.random.rand() < self.prob
+        results['flip'] = bool(flip)
+        results['flip_direction'] = self.direction if flip else None
+        if not flip:
+            return results
+        axis = 1 if self.direction == 'horizontal' else 0
+        results['img'] = np.ascontiguousarray(np.flip(results['img'], axis=axis))
+        h, w = results['img'].shape[:2]
+        if 'gt_bboxes' in results and len(results['gt_bboxes']):
+            boxes = results['gt_bboxes'].copy()
+            if axis == 1:
+                boxes[:, [0, 2]] = w - results['gt_bboxes'][:, [2, 0]]
+            else:
+                boxes[:, [1, 3]] = h - results['gt_bboxes'][:, [3, 1]]
+            results['gt_bboxes'] = boxes
+        if 'gt_seg_map' in results:
+            results['gt_seg_map'] = np.ascontiguousarray(np.flip(results['gt_seg_map'], axis))
+        return results
+
+
+@TRANSFORMS.register_module()
+class Pad(BaseTransform):
+    """Pad the bottom/right to ``size = (w, h)`` or to a multiple of ``size_divisor``.
+
+    Padding is also done per batch by the data preprocessor; this transform is for pipelines
+    that need a fixed size per sample (e.g. random crops for segmentation).
+    """
+
+    def __init__(self, size=None, size_divisor=None, pad_val=0, seg_pad_val=255):
+        if (size is None) == (size_divisor is None):
+            raise ValueError('Pad needs exactly one of size or size_divisor')
+        self.size = size
+        self.size_divisor = size_divisor
+        self.pad_val = pad_val
+        self.seg_pad_val = seg_pad_val
+
+    def transform(self, results: dict) -> dict:
+        h, w = results['img'].shape[:2]
+        if self.size is not None:
+            target_w, target_h = max(self.size[0], w), max(self.size[1], h)
+        else:
+            d = self.size_divisor
+            target_w, target_h = int(np.ceil(w / d)) * d, int(np.ceil(h / d)) * d
+        pad = ((0, target_h - h), (0, target_w - w))
+        img = results['img']
+        results['img'] = np.pad(img, pad + ((0, 0),) * (img.ndim - 2),
+                                constant_values=self.pad_val)
+        if 'gt_seg_map' in results:
+            results['gt_seg_map'] = np.pad(results['gt_seg_map'], pad,
+                                           constant_values=self.seg_pad_val)
+        results['pad_shape'] = (target_h, target_w)
+        return results

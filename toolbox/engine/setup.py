@@ -1,0 +1,62 @@
+"""From a config file to a ready Runner: the one place where mmengine is set up.
+
+Handles plugin discovery, the default scope, distributed initialisation on CPU (gloo) and GPU
+(nccl), and the model wrapper mmengine needs for CPU DDP.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
+from mmengine.dist import init_dist, is_distributed
+
+from toolbox.plugins import load_plugins
+
+
+def load_config(path: str, cfg_options: dict | None = None) -> Config:
+    """Read an mmengine config, apply ``--cfg-options`` overrides, set scope ``toolbox``."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.default_scope = 'toolbox'
+    return cfg
+
+
+def init_distributed(cfg: Config, launcher: str) -> None:
+    """Initialise the process group *before* the Runner exists.
+
+    mmengine would initialise it inside the Runner with NCCL; on CPU (gloo) the group must exist
+    first and DDP must be built with ``device_ids=None``.
+    """
+    cfg.launcher = launcher
+    if launcher == 'none':
+        return
+    backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = backend
+    if not is_distributed():
+        init_dist(launcher, backend=backend)
+    if backend == 'gloo':
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+
+
+def build_runner(cfg: Config):
+    """Build the :class:`~toolbox.engine.runner.ToolboxRunner` for ``cfg``.
+
+    ``cfg.work_dir`` defaults to ``work_dirs/<config name>``.
+    """
+    import toolbox  # noqa: F401  (registers the core components)
+    from toolbox.engine.runner import ToolboxRunner
+    load_plugins()
+    if cfg.get('work_dir') is None:
+        name = osp.splitext(osp.basename(cfg.filename or 'config'))[0]
+        cfg.work_dir = osp.join('work_dirs', name)
+    os.makedirs(cfg.work_dir, exist_ok=True)
+    custom_hooks = list(cfg.get('custom_hooks', []))
+    if not any(h.get('type') == 'RNGStateHook' for h in custom_hooks):
+        custom_hooks.append(dict(type='RNGStateHook'))
+    cfg.custom_hooks = custom_hooks
+    return ToolboxRunner.from_cfg(cfg)

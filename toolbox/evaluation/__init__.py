@@ -1,0 +1,6 @@
+"""Metrics: COCO and Pascal VOC detection metrics, registered in ``toolbox.registry.METRICS``."""
+from .coco_metric import CocoMetric, coco_summary, load_coco_annotations
+from .voc_metric import VOCMetric, average_precision, bbox_iou, eval_voc_map
+
+__all__ = ['CocoMetric', 'VOCMetric', 'eval_voc_map', 'average_precision', 'bbox_iou',
+           'coco_summary', 'load_coco_annotations']

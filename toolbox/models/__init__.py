@@ -1,0 +1,4 @@
+from . import detectors, layers, task_utils  # noqa: F401  (registers compositions and utilities)
+from .data_preprocessor import DataPreprocessor
+
+__all__ = ['DataPreprocessor']

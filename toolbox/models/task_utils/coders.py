@@ -1,0 +1,47 @@
+"""Box coders: ``xyxy`` boxes <-> regression targets relative to reference boxes."""
+import math
+
+import torch
+
+from toolbox.registry import TASK_UTILS
+
+
+@TASK_UTILS.register_module()
+class DeltaXYWHBoxCoder:
+    """The R-CNN parameterisation ``(dx, dy, dw, dh)``, normalised by ``means`` and ``stds``.
+
+    ``dx = (gx - px) / pw``, ``dw = log(gw / pw)`` with centres and sizes of the reference
+    box ``p`` and target ``g`` (widths ``x2 - x1``, no +1). SSD/RefineDet "variances"
+    ``(0.1, 0.1, 0.2, 0.2)`` are ``stds`` here. All tensors (..., 4) ``xyxy``.
+    """
+
+    def __init__(self, means=(0.0, 0.0, 0.0, 0.0), stds=(1.0, 1.0, 1.0, 1.0),
+                 wh_ratio_clip: float = 16 / 1000, clip_border: bool = True):
+        self.means = means
+        self.stds = stds
+        self.max_log_ratio = abs(math.log(wh_ratio_clip))
+        self.clip_border = clip_border
+
+    def encode(self, boxes: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
+        pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        px, py = boxes[..., 0] + 0.5 * pw, boxes[..., 1] + 0.5 * ph
+        gw, gh = gt_boxes[..., 2] - gt_boxes[..., 0], gt_boxes[..., 3] - gt_boxes[..., 1]
+        gx, gy = gt_boxes[..., 0] + 0.5 * gw, gt_boxes[..., 1] + 0.5 * gh
+        deltas = torch.stack([(gx - px) / pw, (gy - py) / ph,
+                              torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
+        return (deltas - deltas.new_tensor(self.means)) / deltas.new_tensor(self.stds)
+
+    def decode(self, boxes: torch.Tensor, deltas: torch.Tensor, max_shape=None) -> torch.Tensor:
+        """Apply ``deltas`` to ``boxes``; clip to ``max_shape = (h, w)`` if given."""
+        deltas = deltas * deltas.new_tensor(self.stds) + deltas.new_tensor(self.means)
+        pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        px, py = boxes[..., 0] + 0.5 * pw, boxes[..., 1] + 0.5 * ph
+        dw = deltas[..., 2].clamp(-self.max_log_ratio, self.max_log_ratio)
+        dh = deltas[..., 3].clamp(-self.max_log_ratio, self.max_log_ratio)
+        cx, cy = px + deltas[..., 0] * pw, py + deltas[..., 1] * ph
+        w, h = pw * dw.exp(), ph * dh.exp()
+        out = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+        if max_shape is not None and self.clip_border:
+            out[..., 0::2] = out[..., 0::2].clamp(0, max_shape[1])
+            out[..., 1::2] = out[..., 1::2].clamp(0, max_shape[0])
+        return out

@@ -1,0 +1,24 @@
+"""List every registered component with the package it came from:
+``python tools/list_components.py [--registry model]``."""
+import argparse
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='List registered components and their packages.')
+    parser.add_argument('--registry', help='only this registry (e.g. model, dataset, metric)')
+    args = parser.parse_args(argv)
+    import toolbox  # noqa: F401  (registers the core)
+    from toolbox.plugins import failed_plugins, list_components, loaded_plugins
+    rows = [r for r in list_components() if args.registry in (None, r['registry'])]
+    width = max([len(r['name']) for r in rows] + [4])
+    print(f"{'registry':<22} {'name':<{width}} {'package':<22} module")
+    for r in rows:
+        print(f"{r['registry']:<22} {r['name']:<{width}} {r['package']:<22} {r['module']}")
+    print(f'\nplugins loaded: {", ".join(ep.name + "=" + ep.value for ep in loaded_plugins())}')
+    for name, error in failed_plugins().items():
+        print(f'plugin FAILED: {name}: {error}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()
