@@ -9,7 +9,7 @@ model = dict(
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2,
                    anchor_generator=dict(octave_base_scale=2, strides=[8, 16, 32]),
                    loss_bbox=dict(type='GIoULoss', loss_weight=1.0), reg_decoded_bbox=True))
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=4)
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=24, val_interval=12)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(type='OptimWrapper',
@@ -17,6 +17,6 @@ optim_wrapper = dict(type='OptimWrapper',
                      clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=60),
-    dict(type='CosineAnnealingLR', T_max=12, eta_min=1e-5, by_epoch=True, begin=0, end=12),
+    dict(type='CosineAnnealingLR', T_max=24, eta_min=1e-5, by_epoch=True, begin=0, end=24),
 ]
-default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=4))
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=12))

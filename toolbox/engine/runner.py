@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+from collections import Counter, OrderedDict
 
 import numpy as np
 import torch
@@ -40,6 +41,13 @@ def to_safe_types(obj):
         return {_MARK: 'ndarray', 'dtype': str(obj.dtype), 'data': obj.tolist()}
     if isinstance(obj, np.generic):
         return obj.item()
+    if isinstance(obj, Counter):  # param schedulers keep milestones in a Counter
+        return {_MARK: 'Counter', 'items': [[k, v] for k, v in obj.items()]}
+    if isinstance(obj, OrderedDict):  # state dicts: keep the type and torch's _metadata
+        out = OrderedDict((k, to_safe_types(v)) for k, v in obj.items())
+        if hasattr(obj, '_metadata'):
+            out._metadata = obj._metadata
+        return out
     if isinstance(obj, dict):
         return {k: to_safe_types(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -55,7 +63,12 @@ def from_safe_types(obj):
             return np.array(obj['data'], dtype=obj['dtype'])
         if kind == 'HistoryBuffer':
             return HistoryBuffer(obj['log'], obj['count'], obj['max_length'])
-        return {k: from_safe_types(v) for k, v in obj.items()}
+        if kind == 'Counter':
+            return Counter({k: v for k, v in obj['items']})
+        out = type(obj)((k, from_safe_types(v)) for k, v in obj.items())
+        if hasattr(obj, '_metadata'):
+            out._metadata = obj._metadata
+        return out
     if isinstance(obj, (list, tuple)):
         return type(obj)(from_safe_types(v) for v in obj)
     return obj

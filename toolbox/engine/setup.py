@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import subprocess
 
 import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
@@ -38,9 +39,26 @@ def init_distributed(cfg: Config, launcher: str) -> None:
     backend = 'nccl' if torch.cuda.is_available() else 'gloo'
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = backend
     if not is_distributed():
-        init_dist(launcher, backend=backend)
+        if backend == 'nccl':
+            init_dist(launcher, backend=backend)
+        else:  # mmengine's init_dist calls torch.cuda.set_device, which fails without a GPU
+            if launcher == 'slurm':
+                _slurm_env_to_torch_env()
+            torch.distributed.init_process_group(backend='gloo')
     if backend == 'gloo':
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+
+
+def _slurm_env_to_torch_env() -> None:
+    """Set the variables ``init_process_group(init_method='env://')`` reads from SLURM's."""
+    os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+    os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+    os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        hosts = subprocess.run(['scontrol', 'show', 'hostname', os.environ['SLURM_NODELIST']],
+                               capture_output=True, text=True, check=True).stdout.split()
+        os.environ['MASTER_ADDR'] = hosts[0]
 
 
 def build_runner(cfg: Config):

@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, JSON-lines output."""
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+
+def machine() -> dict:
+    """Where a number was measured: CPU model, core count, accelerator, library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    import torchvision
+    return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                python=platform.python_version(), torch=torch.__version__,
+                torchvision=torchvision.__version__)
+
+
+def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def emit(record: dict, out_path: str | None = None) -> None:
+    """Print one JSON line (and append it to ``out_path`` if given)."""
+    line = json.dumps(record, sort_keys=True)
+    print(line, flush=True)
+    if out_path:
+        with open(out_path, 'a') as f:
+            f.write(line + '\n')
