@@ -14,6 +14,7 @@ from toolbox.engine.weights import load_weights
 from toolbox.models.layers import build_norm_layer
 from toolbox.registry import MODELS
 
+
 def _norm(cfg: dict, num_features: int) -> nn.Module:
     return build_norm_layer(cfg, num_features)[1]
 
