@@ -13,7 +13,7 @@ from toolbox.registry import MODELS
 
 from .conftest import REPO_ROOT
 
-TOOLS = ['train.py', 'test.py', 'list_components.py', 'make_demo_data.py']
+TOOLS = sorted(p.name for p in (REPO_ROOT / 'tools').glob('*.py'))
 
 
 def _demo_cfg(demo_root, work_dir, max_epochs):

@@ -74,9 +74,12 @@ def test_resnet_parity_with_torchvision(tmp_path, depth):
 def test_resnet_pretrained_argument_loads_torchvision_checkpoint(tmp_path):
     reference, path = saved_torchvision_resnet(tmp_path, 18)
     ours = ResNet(depth=18, out_indices=(3,), pretrained=str(path))
+    assert not torch.equal(ours.conv1.weight, reference.conv1.weight)  # loaded at init_weights
+    ours.init_weights()
     assert torch.equal(ours.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     assert torch.equal(ours.bn1.running_var, reference.bn1.running_var)
     same = ResNet(depth=18, out_indices=(3,), init_cfg=dict(type='Pretrained', checkpoint=path))
+    same.init_weights()
     assert torch.equal(same.conv1.weight, reference.conv1.weight)
     with pytest.raises(ValueError, match='either pretrained or init_cfg'):
         ResNet(depth=18, pretrained=str(path), init_cfg=dict(type='Pretrained', checkpoint=path))
@@ -86,6 +89,7 @@ def test_resnet_frozen_bn_parity(tmp_path):
     """FrozenBN (DETR's choice) loads torchvision BN statistics and matches BN in eval mode."""
     reference, path = saved_torchvision_resnet(tmp_path, 18)
     ours = ResNet(depth=18, norm_layer=dict(type='FrozenBN'), pretrained=str(path))
+    ours.init_weights()
     assert isinstance(ours.layer2[0].downsample[1], FrozenBatchNorm2d)
     assert n_params(ours) == n_params(reference) - n_params(reference.fc) - sum(
         m.weight.numel() * 2 for m in reference.modules() if isinstance(m, nn.BatchNorm2d))
@@ -338,6 +342,7 @@ def test_torchvision_scheme_resolves_from_hub_cache(tmp_path, monkeypatch):
     reference, path = saved_torchvision_resnet(tmp_path, 18)
     cached.write_bytes(path.read_bytes())
     ours = ResNet(depth=18, pretrained='torchvision://resnet18')
+    ours.init_weights()
     assert torch.equal(ours.layer3[0].downsample[0].weight,
                        reference.layer3[0].downsample[0].weight)
     with pytest.raises(ValueError, match='no IMAGENET1K_V1 weights'):

@@ -201,9 +201,16 @@ class ResNet(nn.Module):
         self.strides = tuple(stage_strides[i] for i in out_indices)
 
         self._init_weights(zero_init_residual)
-        if pretrained is not None:
-            load_weights(self, pretrained)
+        self.pretrained = pretrained
         self._freeze_stages()
+
+    def init_weights(self) -> None:
+        """Load ``pretrained`` if given. Called by the Runner when training starts (and by
+        mmengine's ``init_weights`` of the enclosing model), not at build time, so that a config
+        builds offline and a checkpoint given with ``load_from`` is not fetched twice."""
+        if self.pretrained is not None:
+            load_weights(self, self.pretrained)
+            self._freeze_stages()
 
     def _make_layer(self, block, inplanes: int, planes: int, stride: int,
                     block_dilations: list[int], style: str) -> nn.Sequential:

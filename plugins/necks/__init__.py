@@ -1,2 +1,3 @@
 """First-party necks."""
 from . import fpn  # noqa: F401
+from . import tcb  # noqa: F401

@@ -1,6 +1,8 @@
 from .demo import make_demo_dataset
 from .detection import AnnotationError, CocoDataset, DetectionDataset, VOCDataset
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
+from .segmentation import BaseSegDataset, CamVidDataset, FolderSegDataset, VOCSegDataset
 
 __all__ = ['DetectionDataset', 'CocoDataset', 'VOCDataset', 'AnnotationError',
-           'make_demo_dataset']
+           'make_demo_dataset', 'BaseSegDataset', 'VOCSegDataset', 'CamVidDataset',
+           'FolderSegDataset']

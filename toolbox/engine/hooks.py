@@ -1,9 +1,11 @@
-"""Hooks: RNG state in checkpoints, so that a resumed run continues like an uninterrupted one."""
+"""Hooks: RNG state in checkpoints (exact resume) and dataset class counts for the losses."""
 import random
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from toolbox.engine.runner import to_safe_types
 from toolbox.registry import HOOKS
@@ -39,3 +41,33 @@ class RNGStateHook(Hook):
         torch.set_rng_state(state['torch'])
         if 'cuda' in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@HOOKS.register_module()
+class ClassCountsHook(Hook):
+    """Before training, pass ``runner.train_dataloader.dataset.class_counts()`` to every module
+    of the model that has ``set_class_counts`` (e.g. :class:`BalancedSoftmaxLoss`).
+
+    The dataset must provide ``class_counts()`` (the toolbox's detection and segmentation
+    datasets do; dataset wrappers do not, which raises an error naming the dataset type).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        dataset = runner.train_dataloader.dataset
+        if not hasattr(dataset, 'class_counts'):
+            raise TypeError(f'ClassCountsHook: the training dataset {type(dataset).__name__} has '
+                            f'no class_counts()')
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        targets = [(name, m) for name, m in model.named_modules()
+                   if hasattr(m, 'set_class_counts')]
+        if not targets:
+            print_log('ClassCountsHook: no module of the model takes class counts',
+                      logger='current')
+            return
+        counts = dataset.class_counts()
+        for name, module in targets:
+            module.set_class_counts(counts)
+        print_log(f'ClassCountsHook: class counts of {type(dataset).__name__} set in '
+                  f'{[name for name, _ in targets]}', logger='current')

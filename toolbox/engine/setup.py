@@ -10,7 +10,7 @@ import os.path as osp
 import subprocess
 
 import torch
-from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
+from mmengine.config import Config
 from mmengine.dist import init_dist, is_distributed
 
 from toolbox.plugins import load_plugins

@@ -46,7 +46,13 @@ def resolve_checkpoint(name: str) -> str:
         if not os.path.isfile(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             print_log(f'Downloading {url} to {path}', logger='current')
-            torch.hub.download_url_to_file(url, path)
+            try:
+                torch.hub.download_url_to_file(url, path)
+            except OSError as exc:  # URLError, no network, no disk space
+                raise OSError(
+                    f"'{name}': the weights are not in the torch hub cache ({path}) and could not "
+                    f"be downloaded ({exc}). Put the file there, give a local path instead, or "
+                    f"set the backbone's pretrained=None to train from scratch") from exc
         return path
     if not os.path.isfile(name):
         raise FileNotFoundError(f"checkpoint '{name}' does not exist")

@@ -1,0 +1,4 @@
+"""Semantic segmentation model compositions."""
+from .encoder_decoder import EncoderDecoder
+
+__all__ = ['EncoderDecoder']
