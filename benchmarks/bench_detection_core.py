@@ -81,9 +81,10 @@ def main():
     ours_model.load_state_dict({k: v for k, v in reference.state_dict().items()
                                 if not k.startswith('fc.')})
     x = torch.randn(2, 3, 224, 224, device=args.device)
-    with torch.no_grad():
-        ours = median_seconds(lambda: ours_model(x), repeats=5)
-        peer = median_seconds(lambda: reference(x), repeats=5)
+    with torch.no_grad():  # warm both up first: the first calls pay for allocator growth
+        median_seconds(lambda: reference(x), repeats=1, warmup=2)
+        ours = median_seconds(lambda: ours_model(x), repeats=10, warmup=3)
+        peer = median_seconds(lambda: reference(x), repeats=10, warmup=3)
     emit(dict(benchmark='resnet50_forward_2x224', device=args.device, ours='toolbox ResNet',
               peer='torchvision resnet50 (with fc)', ours_s=round(ours, 4), peer_s=round(peer, 4),
               ratio=round(peer / ours, 2), machine=info), args.out)

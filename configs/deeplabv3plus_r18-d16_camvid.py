@@ -1,13 +1,15 @@
-# CPU-sized DeepLab v3+ on CamVid, trained from scratch (no pretrained weights offline) in about
-# ten minutes on two shared CPU cores: dilated ResNet-18 at output stride 16 (rates 6/12/18),
-# separable ASPP and decoder 128 channels wide (48-channel C2 projection), no auxiliary head.
-# 180x240 crops of the image rescaled by 0.5-1.5, batch 4, AdamW 2e-3 with a 10-iteration
-# warm-up and poly decay, 220 iterations (2.4 epochs; 1.3-4.5 s each on the shared cores);
-# evaluation once at the end on the whole 480x360 images. ResNet-18 at output stride 8 costs
-# about 2.2x per iteration here. Raise max_iters for a better model (the schedule follows it).
+# CPU-sized DeepLab v3+ on CamVid, trained from scratch (no pretrained weights offline):
+# dilated ResNet-18 at output stride 16 (rates 6/12/18), separable ASPP and decoder 128
+# channels wide (48-channel C2 projection), no auxiliary head. 180x240 crops of the image
+# rescaled by 0.5-1.5, batch 4, AdamW 2e-3 with a 10-iteration warm-up and poly decay,
+# 1200 iterations (13 epochs), validation every 400 on the whole 480x360 val images.
+# Measured: val mIoU 33.63 / mAcc 44.05 / aAcc 75.98 (24.62 at 400 it, 29.49 at 800), 20 min
+# wall on two CPU cores shared with another run; predictions in
+# docs/figures/deeplabv3plus_r18_camvid_val.png. ResNet-18 at output stride 8 costs about
+# 2.2x per iteration. Raise max_iters for a better model (the schedule follows it).
 _base_ = ['_base_/models/deeplabv3plus_r50-d8.py', '_base_/datasets/camvid.py',
           '_base_/default_runtime.py']
-max_iters = 220
+max_iters = 1200
 crop_size = (180, 240)  # (h, w)
 model = dict(
     backbone=dict(depth=18, out_indices=(0, 3), strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)),
@@ -27,7 +29,7 @@ train_pipeline = [
 train_dataloader = dict(batch_size=4, num_workers=1, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=4, num_workers=1)
 test_dataloader = val_dataloader
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=400)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(type='OptimWrapper',

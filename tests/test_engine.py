@@ -130,3 +130,24 @@ def test_cpu_ddp_with_gloo_through_dist_train_sh(tmp_path, demo_root):
     log = next(work_dir.glob('*/*.log')).read_text()
     assert 'Distributed training: True' in log and "backend='gloo'" in log
     assert 'coco/bbox_mAP' in log and (work_dir / 'epoch_1.pth').exists()
+
+
+def test_val_loss_hook_logs_the_mean_loss_over_its_dataloader(tmp_path, demo_root):
+    from mmengine.dataset import pseudo_collate
+    cfg = _demo_cfg(demo_root, tmp_path / 'valloss', 1)
+    loader = dict(batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='pseudo_collate'), dataset=cfg.val_dataloader.dataset)
+    cfg.custom_hooks = [dict(type='ValLossHook', dataloader=loader)]
+    runner = build_runner(cfg)
+    runner.val()
+    logged = runner.message_hub.get_scalar('val/loss').current()
+    # the same mean, computed by hand over the two batches of 4 validation images
+    model = runner.model.eval()
+    dataset = runner.build_dataloader(loader).dataset
+    totals = []
+    with torch.no_grad():
+        for start in (0, 4):
+            batch = pseudo_collate([dataset[i] for i in range(start, start + 4)])
+            loss, _ = model.parse_losses(model(**model.data_preprocessor(batch), mode='loss'))
+            totals.append(loss.item())
+    assert logged == pytest.approx(sum(totals) / 2, rel=1e-5)

@@ -1,10 +1,11 @@
 """Plot training losses and validation metrics of a work dir: ``python tools/plot_log.py WORK_DIR``.
 
 Reads mmengine's ``vis_data/scalars.json`` (one json object per line: training records carry
-``loss*`` keys and ``step`` = global iteration; validation records carry metric keys such as
-``pascal_voc/mAP`` or ``coco/bbox_mAP`` and ``step`` = epoch for epoch-based runs, iteration
-otherwise) and writes a PNG: losses against iterations on the left, validation metrics against
-the iteration at which they were measured on the right (when the run has any).
+``lr``, ``loss*`` keys and ``step`` = global iteration; validation records carry metric keys
+such as ``pascal_voc/mAP`` or ``coco/bbox_mAP``, the ``loss*`` keys logged by
+``ValLossHook`` if it is configured, and ``step`` = epoch for epoch-based runs, iteration
+otherwise) and writes a PNG: train (solid) and val (dashed) losses against iterations on the
+left, validation metrics against the iteration at which they were measured on the right.
 """
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def read_scalars(path: str) -> tuple[list[dict], list[dict]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f'{path}:{line_no}: not a json line ({exc})') from exc
-            if any(k.startswith('loss') for k in record):
+            if 'lr' in record:  # training records carry the learning rate
                 train.append(record)
-            elif any('/' in k for k in record):
+            elif any('/' in k or k.startswith('loss') for k in record):
                 val.append(record)
     return train, val
 
@@ -71,9 +72,16 @@ def plot(train: list[dict], val: list[dict], out: str, keys: list[str] | None = 
         if points:
             xs, ys = zip(*points)
             ax.plot(xs, ys, label=key, linewidth=2.0 if key == 'loss' else 1.0)
+    xs_val = val_iterations(train, val)
+    for key in loss_keys:  # validation losses (ValLossHook), dashed, at validation iterations
+        points = [(x, r[key]) for x, r in zip(xs_val, val) if key in r]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, linestyle='--', marker='o', label=f'val {key}',
+                    linewidth=2.0 if key == 'loss' else 1.0)
     ax.set_xlabel('iteration')
-    ax.set_ylabel('training loss')
-    ax.set_title('train loss')
+    ax.set_ylabel('loss')
+    ax.set_title('train (solid) and val (dashed) loss')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if metric_keys:

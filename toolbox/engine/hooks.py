@@ -71,3 +71,43 @@ class ClassCountsHook(Hook):
             module.set_class_counts(counts)
         print_log(f'ClassCountsHook: class counts of {type(dataset).__name__} set in '
                   f'{[name for name, _ in targets]}', logger='current')
+
+
+@HOOKS.register_module()
+class ValLossHook(Hook):
+    """Validation loss: after each validation, the mean of every loss term over ``dataloader``.
+
+    mmengine's validation loop computes metrics only. This hook runs the model in ``'loss'``
+    mode (eval mode, no gradients) over a dataloader whose pipeline produces training-frame
+    ground truth without random augmentation (typically the val split with the training
+    pipeline minus flips and colour jitter), and logs ``val/<loss name>`` next to the metrics,
+    so that ``tools/plot_log.py`` can draw train and val loss curves.
+
+    Args:
+        dataloader: a dataloader config, as ``val_dataloader``.
+    """
+
+    priority = 'NORMAL'  # before LoggerHook (BELOW_NORMAL), which writes the val scalars
+
+    def __init__(self, dataloader: dict):
+        self.dataloader_cfg = dataloader
+        self._dataloader = None
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if self._dataloader is None:
+            self._dataloader = runner.build_dataloader(self.dataloader_cfg,
+                                                       seed=runner.seed)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        was_training = model.training
+        model.eval()
+        totals, num_batches = {}, 0
+        with torch.no_grad():
+            for batch in self._dataloader:
+                data = model.data_preprocessor(batch, training=False)
+                _, log_vars = model.parse_losses(model(**data, mode='loss'))
+                for name, value in log_vars.items():
+                    totals[name] = totals.get(name, 0.0) + float(value)
+                num_batches += 1
+        model.train(was_training)
+        for name, total in totals.items():
+            runner.message_hub.update_scalar(f'val/{name}', total / max(num_batches, 1))

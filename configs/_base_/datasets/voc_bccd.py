@@ -35,3 +35,17 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='VOCMetric', iou_thrs=0.5, eval_mode='area')
 test_evaluator = val_evaluator
+# Validation loss (train-frame ground truth, no random augmentation), logged next to the metrics
+val_loss_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='PackInputs'),
+]
+custom_hooks = [dict(type='ValLossHook', dataloader=dict(
+    batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='ImageSets/Main/val.txt',
+                 data_prefix=dict(img='JPEGImages', ann='Annotations'),
+                 pipeline=val_loss_pipeline)))]

@@ -1,0 +1,35 @@
+"""tools/plot_log.py: reading mmengine's scalars.json and drawing train/val curves."""
+import importlib.util
+import json
+
+import pytest
+
+from .conftest import REPO_ROOT
+
+
+def load_plot_log():
+    spec = importlib.util.spec_from_file_location('plot_log', REPO_ROOT / 'tools' / 'plot_log.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_log_reads_work_dir_and_writes_png(tmp_path):
+    plot_log = load_plot_log()
+    vis = tmp_path / '20260101_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    records = [dict(lr=0.01, loss=3.0 - 0.1 * i, loss_arm_cls=1.0, epoch=1 + i // 4, iter=i + 1,
+                    step=i + 1) for i in range(8)]
+    # validation records: metrics, and val losses from ValLossHook (no 'lr')
+    records.insert(4, {'pascal_voc/mAP': 0.4, 'loss': 2.9, 'step': 1})
+    records.append({'pascal_voc/mAP': 0.6, 'loss': 2.5, 'step': 2})
+    (vis / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in records) + '\n')
+    train, val = plot_log.read_scalars(plot_log.find_scalars(str(tmp_path)))
+    assert len(train) == 8 and len(val) == 2
+    # epoch-based: a validation record sits at the last iteration of its epoch
+    assert plot_log.val_iterations(train, val) == [4, 8]
+    out = plot_log.main([str(tmp_path), '--out', str(tmp_path / 'curve.png')])
+    with open(out, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    with pytest.raises(FileNotFoundError, match='scalars.json'):
+        plot_log.find_scalars(str(tmp_path / 'nothing'))
