@@ -151,3 +151,11 @@ def test_val_loss_hook_logs_the_mean_loss_over_its_dataloader(tmp_path, demo_roo
             loss, _ = model.parse_losses(model(**model.data_preprocessor(batch), mode='loss'))
             totals.append(loss.item())
     assert logged == pytest.approx(sum(totals) / 2, rel=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only refusal of --amp')
+def test_amp_without_gpu_is_refused_with_a_clear_message():
+    out = subprocess.run([sys.executable, 'tools/train.py',
+                          'configs/retinanet_r18_fpn_160_demo.py', '--amp'],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and '--amp needs a GPU' in out.stderr

@@ -47,6 +47,11 @@ def main(argv=None):
             raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
     if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            raise SystemExit('--amp needs a GPU: mmengine\'s AmpOptimWrapper runs on CUDA (or '
+                             'NPU/MLU/MUSA) devices only; on this CPU-only machine train in fp32 '
+                             '(drop --amp)')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.seed is not None or args.deterministic:
