@@ -10,12 +10,11 @@ import torch
 
 def machine() -> dict:
     """Where a number was measured: CPU model, core count, accelerator, library versions."""
-    cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
             cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+    except (OSError, StopIteration):  # not Linux, or no model name
+        cpu = platform.processor() or platform.machine()
     import torchvision
     return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -108,7 +108,7 @@ def test_deeplabv3_resnet50_equals_torchvision_and_counts_42004074_parameters():
 
 @pytest.fixture(scope='module')
 def timm_xception65():
-    timm = pytest.importorskip('timm')
+    import timm
     models = {}
     for output_stride in (16, 32):
         torch.manual_seed(0)
@@ -139,7 +139,7 @@ def test_xception65_features_equal_timm(timm_xception65, output_stride):
 
 
 def test_xception65_parameter_count_and_timm_classifier_checkpoint(tmp_path):
-    timm = pytest.importorskip('timm')
+    import timm
     ours = AlignedXception(output_stride=8, out_indices=(1, 4))
     assert n_params(ours) == 37_867_312  # ANCHORS.md 1.5: backbone without fc
     assert ours.strides == (4, 8) and ours.out_channels == (256, 2048)

@@ -27,6 +27,8 @@ dict to this layout.
 """
 from __future__ import annotations
 
+import abc
+
 import re
 from collections.abc import Sequence
 
@@ -124,7 +126,7 @@ class ASPP(nn.Module):
         return self.project(torch.cat(outs, dim=1))
 
 
-class BaseDecodeHead(nn.Module):
+class BaseDecodeHead(nn.Module, metaclass=abc.ABCMeta):
     """Shared part of the decode heads: classifier, loss and predict (module docstring).
 
     Subclasses implement ``features(feats) -> (B, channels, h, w)``; ``forward`` applies
@@ -174,8 +176,9 @@ class BaseDecodeHead(nn.Module):
         nn.init.normal_(self.conv_seg.weight, std=0.01)
         nn.init.zeros_(self.conv_seg.bias)
 
+    @abc.abstractmethod
     def features(self, feats: Sequence[Tensor]) -> Tensor:
-        raise NotImplementedError(f'{type(self).__name__} must implement features()')
+        """Backbone outputs -> the (B, channels, h, w) map the classifier reads."""
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         """Backbone outputs -> logits (B, num_classes, h, w)."""

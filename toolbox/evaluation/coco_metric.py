@@ -56,7 +56,7 @@ CocoBackend = namedtuple('CocoBackend', 'name coco evaluator')
 
 
 def _silent(*args, **kwargs):
-    pass
+    return None
 
 
 def coco_backend(name: str) -> CocoBackend:
