@@ -28,7 +28,6 @@ dict to this layout.
 from __future__ import annotations
 
 import abc
-
 import re
 from collections.abc import Sequence
 
