@@ -1,0 +1,71 @@
+"""Inference API: a model from a config (and checkpoint), predictions for images.
+
+    model = init_model('configs/retinanet_r18_fpn_160_demo.py', 'work_dirs/.../epoch_24.pth')
+    results = inference(model, ['a.jpg', image_bgr_array])
+    results[0].pred_instances.bboxes  # (N, 4) xyxy in the original image's pixels
+
+Images go through the config's test pipeline without its annotation loading; checkpoints are
+loaded with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from mmcv.transforms import Compose
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import DefaultScope
+
+from toolbox.engine.runner import load_checkpoint_file
+from toolbox.engine.setup import load_config
+from toolbox.plugins import load_plugins
+from toolbox.registry import MODELS, TRANSFORMS
+
+
+def init_model(config, checkpoint: str | None = None, device: str = 'cpu'):
+    """Build ``config.model`` (a path or an mmengine ``Config``), load ``checkpoint`` if given,
+    put it in eval mode on ``device``. The config's test pipeline is kept as ``model.cfg``."""
+    import toolbox  # noqa: F401  (registers the core)
+    load_plugins()
+    cfg = load_config(config) if isinstance(config, str) else config
+    model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        state = load_checkpoint_file(checkpoint)
+        missing, unexpected = model.load_state_dict(state.get('state_dict', state), strict=False)
+        if missing or unexpected:
+            raise KeyError(f'{checkpoint} does not fit {cfg.model.type}: missing '
+                           f'{missing[:5]}, unexpected {unexpected[:5]}')
+    model.cfg = cfg
+    return model.to(device).eval()
+
+
+def _test_pipeline(cfg) -> Compose:
+    steps = [dict(step) for step in cfg.test_dataloader.dataset.pipeline
+             if step['type'] != 'LoadAnnotations']
+    with DefaultScope.overwrite_default_scope('toolbox'):
+        return Compose([TRANSFORMS.build(step) for step in steps])
+
+
+@torch.no_grad()
+def inference(model, images) -> list:
+    """Predict for one image or a list (file paths or BGR uint8 (H, W, 3) arrays).
+
+    Returns data samples with ``pred_instances`` (detectors) or ``pred_sem_seg`` (segmentors)
+    in the frame of each original image.
+    """
+    single = not isinstance(images, (list, tuple))
+    images = [images] if single else list(images)
+    pipeline = _test_pipeline(model.cfg)
+    samples = []
+    for k, image in enumerate(images):
+        if isinstance(image, np.ndarray):
+            # an array enters after LoadImageFromFile, with the metainfo that step would set
+            steps = [t for t in pipeline.transforms if type(t).__name__ != 'LoadImageFromFile']
+            results = dict(img=image, img_shape=image.shape[:2], ori_shape=image.shape[:2],
+                           img_id=k, img_path=None)
+            for step in steps:
+                results = step(results)
+            samples.append(results)
+        else:
+            samples.append(pipeline(dict(img_path=str(image), img_id=k)))
+    outputs = model.test_step(pseudo_collate(samples))
+    return outputs[0] if single else outputs
