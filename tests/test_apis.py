@@ -29,3 +29,12 @@ def test_inference_on_paths_and_arrays_matches_and_uses_original_frame(tmp_path,
     single = inference(reloaded, path)
     pair = inference(reloaded, [path, image])[0]
     torch.testing.assert_close(single.pred_instances.scores, pair.pred_instances.scores)
+
+
+def test_segmentation_inference_returns_a_map_of_the_original_size():
+    import numpy as np
+    model = init_model(str(REPO_ROOT / 'configs/deeplabv3plus_r18-d16_camvid.py'))
+    image = np.random.RandomState(0).randint(0, 255, (70, 90, 3)).astype(np.uint8)
+    result = inference(model, image)
+    assert result.pred_sem_seg.data.shape == (1, 70, 90)
+    assert result.pred_sem_seg.data.max() < 11

@@ -4,7 +4,7 @@
     results = inference(model, ['a.jpg', image_bgr_array])
     results[0].pred_instances.bboxes  # (N, 4) xyxy in the original image's pixels
 
-Images go through the config's test pipeline without its annotation loading; checkpoints are
+Images go through the config's test pipeline without its annotation steps; checkpoints are
 loaded with ``weights_only=True``.
 """
 from __future__ import annotations
@@ -19,6 +19,9 @@ from toolbox.engine.runner import load_checkpoint_file
 from toolbox.engine.setup import load_config
 from toolbox.plugins import load_plugins
 from toolbox.registry import MODELS, TRANSFORMS
+
+# test-pipeline steps that need ground truth, left out at inference
+ANNOTATION_STEPS = ('LoadAnnotations', 'RemapLabels')
 
 
 def init_model(config, checkpoint: str | None = None, device: str = 'cpu'):
@@ -40,7 +43,7 @@ def init_model(config, checkpoint: str | None = None, device: str = 'cpu'):
 
 def _test_pipeline(cfg) -> Compose:
     steps = [dict(step) for step in cfg.test_dataloader.dataset.pipeline
-             if step['type'] != 'LoadAnnotations']
+             if step['type'] not in ANNOTATION_STEPS]
     with DefaultScope.overwrite_default_scope('toolbox'):
         return Compose([TRANSFORMS.build(step) for step in steps])
 
