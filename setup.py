@@ -37,12 +37,22 @@ setup(
                   'nibabel>=5'],
         'medical': ['nibabel>=5'],
     },
+    # One entry point per component module: a module whose optional dependency is missing is
+    # reported by the plugin loader and disables nothing else.
     entry_points={
         'toolbox.plugins': [
-            'backbones = toolbox_plugins.backbones',
-            'necks = toolbox_plugins.necks',
-            'heads = toolbox_plugins.heads',
-            'losses = toolbox_plugins.losses',
+            'backbones.resnet = toolbox_plugins.backbones.resnet',
+            'backbones.refinedet_resnet = toolbox_plugins.backbones.refinedet_resnet',
+            'backbones.vgg = toolbox_plugins.backbones.vgg',
+            'backbones.xception = toolbox_plugins.backbones.xception',
+            'necks.fpn = toolbox_plugins.necks.fpn',
+            'necks.tcb = toolbox_plugins.necks.tcb',
+            'dense_heads.retina_head = toolbox_plugins.dense_heads.retina_head',
+            'dense_heads.refinedet_head = toolbox_plugins.dense_heads.refinedet_head',
+            'decode_heads.deeplab_head = toolbox_plugins.decode_heads.deeplab_head',
+            'losses.focal_loss = toolbox_plugins.losses.focal_loss',
+            'losses.box_losses = toolbox_plugins.losses.box_losses',
+            'losses.cross_entropy = toolbox_plugins.losses.cross_entropy',
         ],
     },
 )

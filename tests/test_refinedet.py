@@ -23,7 +23,7 @@ from toolbox.registry import MODELS, TRANSFORMS
 from toolbox.structures import DataSample
 from toolbox_plugins.backbones.refinedet_resnet import RefineDetResNet
 from toolbox_plugins.backbones.vgg import VGG, L2Norm
-from toolbox_plugins.heads.refinedet_head import (REFINEDET_ANCHORS, RefineDetHead,
+from toolbox_plugins.dense_heads.refinedet_head import (REFINEDET_ANCHORS, RefineDetHead,
                                                   cascade_decode, mine_hard_negatives)
 from toolbox_plugins.necks.tcb import TCB
 

@@ -1,4 +1,2 @@
-"""First-party backbones."""
-from . import resnet  # noqa: F401
-from . import refinedet_resnet, vgg  # noqa: F401
-from . import xception  # noqa: F401
+"""First-party backbones. Each module is its own entry point (see setup.py), so a module that
+fails to import disables nothing else."""

@@ -1,3 +1,2 @@
-"""First-party necks."""
-from . import fpn  # noqa: F401
-from . import tcb  # noqa: F401
+"""First-party necks. Each module is its own entry point (see setup.py), so a module that
+fails to import disables nothing else."""

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from toolbox.models.task_utils import nms_instances
 from toolbox.registry import MODELS, TASK_UTILS
 
-from .retina_head import mean_over_processes
+from toolbox_plugins.dense_heads.retina_head import mean_over_processes  # moved to core next
 
 REFINEDET_ANCHORS = dict(type='AnchorGenerator', strides=[8, 16, 32, 64],
                          base_sizes=[32, 64, 128, 256], scales=[1.0], ratios=[1.0, 0.5, 2.0],

@@ -1,0 +1,1 @@
+"""First-party semantic segmentation decode heads, one entry point per module."""

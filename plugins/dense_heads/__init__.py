@@ -1,0 +1,1 @@
+"""First-party dense (anchor / point based) detection heads, one entry point per module."""
