@@ -11,8 +11,8 @@ _base_ = ['_base_/models/refinedet_vgg16.py', '_base_/datasets/voc_bccd.py',
 model = dict(
     backbone=dict(stage_channels=(16, 32, 64, 128, 128), fc_channels=256,
                   extra_channels=(64, 128), norm_cfg=dict(type='BN')),
-    bbox_head=dict(num_classes=3, in_channels=(128, 128, 256, 128),
-                   tcb=dict(type='TCB', out_channels=64),
+    neck=dict(in_channels=(128, 128, 256, 128), out_channels=64),
+    bbox_head=dict(num_classes=3, in_channels=(128, 128, 256, 128), feat_channels=64,
                    test_cfg=dict(score_thr=0.01, nms_pre=1000, iou_threshold=0.45,
                                  max_per_img=100)))
 train_dataloader = dict(batch_size=8, num_workers=1)

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from mmcv.cnn import ConvModule
 from mmengine.structures import InstanceData
 from torch import nn
 from torchvision.ops import box_iou
 
 from toolbox.engine import load_config
-from toolbox.models.detectors.single_stage import SingleStageDetector, rescale_to_original
+from toolbox.models.detectors import SingleStageDetector, attach_predictions
+from toolbox.models.utils import unpack_gt_instances
 from toolbox.models.task_utils import AnchorGenerator, DeltaXYWHBoxCoder
 from toolbox.registry import MODELS, TRANSFORMS
 from toolbox.structures import DataSample
@@ -38,8 +40,23 @@ def n_params(module: nn.Module) -> int:
 
 def tiny_head(num_classes=3, channels=(8, 8, 16, 8), **kwargs) -> RefineDetHead:
     torch.manual_seed(0)
-    return RefineDetHead(num_classes=num_classes, in_channels=channels,
-                         tcb=dict(type='TCB', out_channels=8), **kwargs)
+    return RefineDetHead(num_classes=num_classes, in_channels=channels, feat_channels=8,
+                         **kwargs)
+
+
+def tiny_feats(batch, channels=(8, 8, 16, 8), sizes=((8, 8), (4, 4), (2, 2), (1, 1))):
+    """(backbone sources, TCB outputs): what the detector hands a RefineDet head."""
+    sources = tuple(torch.randn(batch, c, h, w) for c, (h, w) in zip(channels, sizes))
+    return sources, TCB(channels, out_channels=8)(sources)
+
+
+def loss_of(head, outs, data):
+    gts, ignores, metas = unpack_gt_instances(data)
+    return head.loss_by_feat(*outs, gts, metas, ignores)
+
+
+def predict_of(head, outs, data):
+    return head.predict_by_feat(*outs, batch_img_metas=[s.metainfo for s in data])
 
 
 def tiny_detector(num_classes=3) -> SingleStageDetector:
@@ -47,8 +64,9 @@ def tiny_detector(num_classes=3) -> SingleStageDetector:
     return SingleStageDetector(
         backbone=dict(type='VGG', stage_channels=(4, 4, 8, 8, 8), fc_channels=16,
                       extra_channels=(8, 8)),
+        neck=dict(type='TCB', in_channels=(8, 8, 16, 8), out_channels=8),
         bbox_head=dict(type='RefineDetHead', num_classes=num_classes, in_channels=(8, 8, 16, 8),
-                       tcb=dict(type='TCB', out_channels=8)))
+                       feat_channels=8))
 
 
 def sample(boxes, labels, img_shape=(64, 64), **meta) -> DataSample:
@@ -107,6 +125,21 @@ def test_vgg_outputs_and_declared_contract():
     assert small.out_channels == (8, 8, 16, 12)
 
 
+def test_vgg_out_indices_conv_modules_and_norm_eval():
+    vgg = VGG(stage_channels=(4, 4, 8, 8, 8), fc_channels=16, extra_channels=(8, 12),
+              norm_cfg=dict(type='BN'), out_indices=(2, 3), norm_eval=True)
+    assert vgg.out_channels == (16, 12) and vgg.strides == (32, 64)
+    assert isinstance(vgg.fc6, ConvModule) and vgg.fc6.conv.dilation == (3, 3)
+    assert vgg.fc6.conv.bias is None and isinstance(vgg.fc6.bn, nn.BatchNorm2d)
+    assert 'conv6_2.bn.running_var' in vgg.state_dict()
+    vgg.train()
+    assert all(not m.training for m in vgg.modules() if isinstance(m, nn.BatchNorm2d))
+    feats = vgg(torch.randn(2, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(2, 16, 2, 2), (2, 12, 1, 1)]
+    with pytest.raises(ValueError, match='out_indices'):
+        VGG(out_indices=(4,))
+
+
 def test_l2norm_hand_case():
     norm = L2Norm(2, scale=10.0)
     x = torch.tensor([3.0, 4.0]).reshape(1, 2, 1, 1)
@@ -130,17 +163,24 @@ def test_vgg_loads_torchvision_vgg16(tmp_path, batch_norm):
 
     ours = VGG(norm_cfg=dict(type='BN') if batch_norm else None, l2_norm_scales=None).eval()
     report = ours.load_pretrained(str(path))
-    assert report['unexpected'] == ['classifier.6.weight', 'classifier.6.bias']
+    # with a norm, fc6 / fc7 (mmcv ConvModules) have no conv bias to take the fc biases
+    unused_fc_bias = ['fc6.conv.bias', 'fc7.conv.bias'] if batch_norm else []
+    assert report['unexpected'] == ['classifier.6.weight', 'classifier.6.bias'] + unused_fc_bias
     assert report['mismatched'] == []
-    expected_missing = {'conv6_1.weight', 'conv6_1.bias', 'conv6_2.weight', 'conv6_2.bias'}
-    assert set(k for k in report['missing'] if not k.startswith(('fc6_norm', 'fc7_norm',
-                                                                  'conv6_1_norm',
-                                                                  'conv6_2_norm'))) \
-        == expected_missing
+    if batch_norm:  # the extras' convs and every norm after fc6..conv6_2 are new
+        expected_missing = {'conv6_1.conv.weight', 'conv6_2.conv.weight'} | {
+            f'{layer}.bn.{key}' for layer in ('fc6', 'fc7', 'conv6_1', 'conv6_2')
+            for key in ('weight', 'bias', 'running_mean', 'running_var')}
+    else:
+        expected_missing = {'conv6_1.conv.weight', 'conv6_1.conv.bias', 'conv6_2.conv.weight',
+                            'conv6_2.conv.bias'}
+    assert set(report['missing']) == expected_missing
     # fc6 / fc7 are the decimated fully connected layers (SSD's reduced fc)
     fc6 = reference.classifier[0].weight.reshape(4096, 512, 7, 7)
-    assert torch.equal(ours.fc6.weight, fc6[::4, :, ::3, ::3])
-    assert torch.equal(ours.fc7.weight.flatten(1), reference.classifier[3].weight[::4, ::4])
+    assert torch.equal(ours.fc6.conv.weight, fc6[::4, :, ::3, ::3])
+    assert torch.equal(ours.fc7.conv.weight.flatten(1), reference.classifier[3].weight[::4, ::4])
+    if not batch_norm:
+        assert torch.equal(ours.fc6.conv.bias, reference.classifier[0].bias[::4])
 
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -164,9 +204,10 @@ def test_pretrained_is_loaded_by_init_weights_not_at_build(tmp_path):
     det = SingleStageDetector(
         backbone=dict(type='VGG', stage_channels=(4, 4, 8, 8, 8), fc_channels=16,
                       extra_channels=(8, 8), pretrained=str(tmp_path / 'narrow.pth')),
+        neck=dict(type='TCB', in_channels=(8, 8, 16, 8), out_channels=8),
         bbox_head=dict(type='RefineDetHead', num_classes=2, in_channels=(8, 8, 16, 8),
-                       tcb=dict(type='TCB', out_channels=8)))
-    assert not torch.equal(det.backbone.fc6.weight, source.fc6.weight)
+                       feat_channels=8))
+    assert not torch.equal(det.backbone.fc6.conv.weight, source.fc6.conv.weight)
     det.init_weights()
     for name, tensor in source.state_dict().items():
         assert torch.equal(det.backbone.state_dict()[name], tensor), name
@@ -201,6 +242,28 @@ def test_refinedet_resnet101_channels_and_params():
     # 42,500,160 (torchvision R101 without fc) + res6: 2048*128 + 128*128*9 + 128*512
     # + 2048*512 convs, 2 * (128 + 128 + 512 + 512) BN
     assert n_params(backbone) == 42_500_160 + 262144 + 147456 + 65536 + 1048576 + 2560
+
+
+def test_refinedet_resnet_feature_points_and_frozen_stages():
+    backbone = RefineDetResNet(depth=18, extra_planes=8, norm_eval=False, out_indices=(0, 4),
+                               frozen_stages=2)
+    assert backbone.out_channels == (64, 32) and backbone.strides == (4, 64)
+    with torch.no_grad():
+        feats = backbone(torch.randn(2, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(2, 64, 16, 16), (2, 32, 1, 1)]
+    resnet = backbone.resnet
+    assert backbone.frozen_modules() == [resnet.conv1, resnet.bn1, resnet.layer1, resnet.layer2]
+    assert not any(p.requires_grad for p in resnet.layer2.parameters())
+    assert all(p.requires_grad for p in resnet.layer3.parameters())
+    assert all(p.requires_grad for p in backbone.res6.parameters())
+    with pytest.raises(ValueError, match='must include 4'):
+        RefineDetResNet(depth=18, norm_eval=False, out_indices=(1, 2, 3))
+    # a FrozenBN ResNet still gets a training BN in the new block
+    frozen_bn = RefineDetResNet(depth=18, extra_planes=8, norm_eval=False,
+                                norm_cfg=dict(type='FrozenBN'))
+    assert isinstance(frozen_bn.resnet.bn1, torchvision.ops.FrozenBatchNorm2d)
+    assert isinstance(frozen_bn.res6.bn1, nn.BatchNorm2d)
+    assert frozen_bn.res6.bn1.weight.requires_grad
 
 
 # --------------------------------------------------------------------------- TCB
@@ -303,10 +366,10 @@ def test_negative_anchor_filtering_in_training():
     data = [sample([[8, 8, 40, 40]], [1])]
     p_obj = 0.005
     filtered = constant_outputs(head, SIZES_64, arm_obj_logit=math.log(p_obj / (1 - p_obj)))
-    losses = head.loss_by_outputs(filtered, data)
+    losses = loss_of(head, filtered, data)
     assert losses['loss_odm_cls'].item() == 0 and losses['loss_odm_bbox'].item() == 0
     assert losses['loss_arm_cls'].item() > 0
-    kept = head.loss_by_outputs(constant_outputs(head, SIZES_64, arm_obj_logit=0.0), data)
+    kept = loss_of(head, constant_outputs(head, SIZES_64, arm_obj_logit=0.0), data)
     assert kept['loss_odm_cls'].item() > 0
     # with uniform ODM logits every kept anchor costs log(C + 1): positives + 3x negatives
     # over the positives -> 4 log 4 exactly when the image has enough negatives
@@ -318,19 +381,25 @@ def test_filtering_threshold_is_inclusive_at_theta():
     head = tiny_head()
     data = [sample([[8, 8, 40, 40]], [1])]
     just_above = constant_outputs(head, SIZES_64, arm_obj_logit=math.log(0.0101 / 0.9899))
-    assert head.loss_by_outputs(just_above, data)['loss_odm_cls'].item() > 0
+    assert loss_of(head, just_above, data)['loss_odm_cls'].item() > 0
     at_theta = constant_outputs(head, SIZES_64, arm_obj_logit=math.log(0.0099 / 0.9901))
-    assert head.loss_by_outputs(at_theta, data)['loss_odm_cls'].item() == 0
-    assert head.predict_by_outputs(at_theta, data)[0].bboxes.shape == (0, 4)
+    assert loss_of(head, at_theta, data)['loss_odm_cls'].item() == 0
+    assert predict_of(head, at_theta, data)[0].bboxes.shape == (0, 4)
 
 
 def test_matching_best_anchor_and_iou_threshold():
     """A gt that overlaps no anchor at IoU >= 0.5 still gets its best anchor; the ODM
     matches against the refined anchors."""
     head = tiny_head()
-    anchors = head.anchors([torch.zeros(1, 1, h, w) for h, w in SIZES_64])
+    anchors = head.grid_priors([torch.zeros(1, 1, h, w) for h, w in SIZES_64])
     gt = torch.tensor([[0.0, 0.0, 6.0, 6.0]])  # far smaller than the 32 px anchors
-    labels, targets = head._targets(anchors, sample(gt.tolist(), [2]), binary=False)
+
+    def targets_of(data_sample):
+        gts, ignores, metas = unpack_gt_instances([data_sample])
+        targets = head.get_targets(anchors, gts, metas, ignores)
+        return targets.labels[0], targets.bbox_targets[0]
+
+    labels, targets = targets_of(sample(gt.tolist(), [2]))
     best = box_iou(gt, anchors).argmax().item()
     assert box_iou(gt, anchors).max().item() < 0.5
     assert (labels != head.num_classes).nonzero().flatten().tolist() == [best]
@@ -338,7 +407,7 @@ def test_matching_best_anchor_and_iou_threshold():
     coder = DeltaXYWHBoxCoder(stds=SSD_STDS)
     assert torch.allclose(coder.decode(anchors[best], targets[best]), gt[0], atol=1e-4)
     # a gt equal to an anchor: that anchor and every anchor at IoU >= 0.5 are positive
-    labels, _ = head._targets(anchors, sample([anchors[10].tolist()], [0]), binary=False)
+    labels, _ = targets_of(sample([anchors[10].tolist()], [0]))
     ious = box_iou(anchors[10:11], anchors)[0]
     assert ((labels == 0) == (ious >= 0.5)).all()
 
@@ -347,9 +416,9 @@ def test_zero_positive_images():
     """Images without objects: zero box losses, finite (zero) classification losses; in a
     batch with one empty image, the empty image adds no negatives."""
     head = tiny_head()
-    outs = head(tuple(torch.randn(2, c, h, w) for c, (h, w) in zip((8, 8, 16, 8), SIZES_64)))
+    outs = head(tiny_feats(2))
     empty = [sample([], []), sample([], [])]
-    losses = head.loss_by_outputs(outs, empty)
+    losses = loss_of(head, outs, empty)
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses['loss_arm_bbox'].item() == 0 and losses['loss_odm_bbox'].item() == 0
     assert losses['loss_arm_cls'].item() == 0 and losses['loss_odm_cls'].item() == 0
@@ -357,7 +426,7 @@ def test_zero_positive_images():
 
     outs = constant_outputs(head, SIZES_64, arm_obj_logit=0.0)
     outs = tuple([torch.cat([m, m]) for m in maps] for maps in outs)
-    mixed = head.loss_by_outputs(outs, [sample([[8, 8, 40, 40]], [1]), sample([], [])])
+    mixed = loss_of(head, outs, [sample([[8, 8, 40, 40]], [1]), sample([], [])])
     assert mixed['loss_arm_cls'].item() == pytest.approx(4 * math.log(2), rel=1e-5)
 
 
@@ -376,7 +445,7 @@ def test_loss_normalised_by_positives_and_backward_finite():
     head = det.bbox_head
     det.zero_grad(set_to_none=True)
     outs = head(det.extract_feat(x))
-    head.loss_by_outputs(outs, data)['loss_odm_bbox'].backward()
+    loss_of(head, outs, data)['loss_odm_bbox'].backward()
     assert all(p.grad is None for p in head.arm_reg.parameters())
 
 
@@ -391,20 +460,20 @@ def test_predict_single_surviving_anchor_in_original_frame():
     outs[0][0].view(1, 3, 2, 8, 8)[0, 0, 0, 2, 3] = 10.0
     outs[1][0].view(1, 3, 4, 8, 8)[0, 0, :, 2, 3] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     outs[3][0].view(1, 3, 4, 8, 8)[0, 0, :, 2, 3] = torch.tensor([0.0, 0.0, 0.0, -5.0])
-    anchors = head.anchors(outs[0])
+    anchors = head.grid_priors(outs[0])
     assert anchors[index].tolist() == [12.0, 4.0, 44.0, 36.0]
     # ARM: centre x 28 + 0.1 * 32 = 31.2; ODM: h = 32 * exp(-1) = 11.77
     half_h = 16 * math.exp(-1)
     expected = torch.tensor([[15.2, 20 - half_h, 47.2, 20 + half_h]])
     data = [sample([[0, 0, 1, 1]], [0], img_shape=(64, 64), scale_factor=(0.5, 0.5))]
     data[0].set_metainfo(dict(ori_shape=(128, 128)))
-    results = head.predict_by_outputs(outs, data)
+    results = predict_of(head, outs, data)
     assert len(results[0]) == 1
     assert torch.allclose(results[0].bboxes, expected, atol=1e-4)
     assert results[0].labels.tolist() == [1]
     probability = math.exp(3) / (math.exp(-5) + math.exp(3) + 1)
     assert results[0].scores.item() == pytest.approx(probability, rel=1e-5)
-    original = rescale_to_original(results, data)[0]
+    original = attach_predictions(data, results)[0].pred_instances
     assert torch.allclose(original.bboxes, expected * 2, atol=1e-4)
 
 
@@ -428,8 +497,8 @@ def test_predict_nms_and_keep_top_k():
 def test_predict_top_k_per_class_before_nms():
     head = tiny_head(num_classes=2, test_cfg=dict(nms_pre=5, score_thr=0.0, iou_threshold=1.0,
                                                   max_per_img=-1))
-    outs = head(tuple(torch.randn(1, c, h, w) for c, (h, w) in zip((8, 8, 16, 8), SIZES_64)))
-    result = head.predict_by_outputs(outs, [sample([], [])])[0]
+    outs = head(tiny_feats(1))
+    result = predict_of(head, outs, [sample([], [])])[0]
     assert result.labels.bincount().tolist() == [5, 5]
 
 

@@ -2,15 +2,19 @@
 (reference/ANCHORS.md 1.1 and 2.1), freezing, dilation and the weight-loading report."""
 import argparse
 import logging
+import math
 import re
 
 import pytest
 import torch
 import torchvision
+from mmcv.cnn import ConvModule
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
 from toolbox.engine.weights import load_weights
+from toolbox.models.bases import BaseBackbone
+from toolbox.models.layers import ChannelsFirstLayerNorm
 from toolbox_plugins.backbones.resnet import ResNet
 from toolbox_plugins.necks.fpn import FPN
 
@@ -68,7 +72,7 @@ def test_resnet_parity_with_torchvision(tmp_path, depth):
     for level, (a, b) in enumerate(zip(got, expected)):
         assert a.shape == b.shape == (1, ours.out_channels[level], 64 // ours.strides[level],
                                       64 // ours.strides[level])
-        assert (a - b).abs().max().item() < 1e-5, f'C{level + 2} differs'
+        assert (a - b).abs().max().item() == 0.0, f'C{level + 2} differs'
 
 
 def test_resnet_pretrained_argument_loads_torchvision_checkpoint(tmp_path):
@@ -88,7 +92,7 @@ def test_resnet_pretrained_argument_loads_torchvision_checkpoint(tmp_path):
 def test_resnet_frozen_bn_parity(tmp_path):
     """FrozenBN (DETR's choice) loads torchvision BN statistics and matches BN in eval mode."""
     reference, path = saved_torchvision_resnet(tmp_path, 18)
-    ours = ResNet(depth=18, norm_layer=dict(type='FrozenBN'), pretrained=str(path))
+    ours = ResNet(depth=18, norm_cfg=dict(type='FrozenBN'), pretrained=str(path))
     ours.init_weights()
     assert isinstance(ours.layer2[0].downsample[1], FrozenBatchNorm2d)
     assert n_params(ours) == n_params(reference) - n_params(reference.fc) - sum(
@@ -146,7 +150,7 @@ def test_resnet_frozen_stages_and_norm_eval():
     assert norm_eval.layer3[0].conv1.training and norm_eval.training
     assert all(p.requires_grad for p in norm_eval.parameters())
 
-    no_grad_bn = ResNet(depth=18, norm_layer=dict(type='BN', requires_grad=False))
+    no_grad_bn = ResNet(depth=18, norm_cfg=dict(type='BN', requires_grad=False))
     assert all(not m.weight.requires_grad for m in no_grad_bn.modules()
                if isinstance(m, nn.BatchNorm2d))
     assert no_grad_bn.conv1.weight.requires_grad
@@ -166,7 +170,7 @@ def test_resnet_dilated_output_stride_8_parity(tmp_path):
         got, expected = ours(x), torchvision_features(reference, x)
     assert [tuple(f.shape[-2:]) for f in got] == [(16, 16), (8, 8), (8, 8), (8, 8)]
     for a, b in zip(got, expected):
-        assert (a - b).abs().max().item() < 1e-5
+        assert (a - b).abs().max().item() == 0.0
 
 
 def test_resnet_multi_grid_and_argument_checks():
@@ -184,8 +188,10 @@ def test_resnet_multi_grid_and_argument_checks():
         ResNet(depth=50, multi_grid=(1, 2))
     with pytest.raises(ValueError, match='out_indices'):
         ResNet(depth=18, out_indices=(3, 1))
-    with pytest.raises(ValueError, match='norm type'):
-        ResNet(depth=18, norm_layer=dict(type='LN'))
+    with pytest.raises(ValueError, match="norm type 'BatchNorm' is not supported"):
+        ResNet(depth=18, norm_cfg=dict(type='BatchNorm'))
+    with pytest.raises(ValueError, match='frozen_stages'):
+        ResNet(depth=18, frozen_stages=5)
 
 
 def test_resnet_zero_init_residual_and_in_channels():
@@ -199,6 +205,21 @@ def test_resnet_zero_init_residual_and_in_channels():
     x = torch.randn(1, 512, 4, 4)
     with torch.no_grad():
         assert torch.equal(block(x), torch.relu(x))
+
+
+def test_resnet_is_a_base_backbone_and_keeps_torchvision_keys_with_any_norm():
+    gn = ResNet(depth=18, out_indices=(1, 3), norm_cfg=dict(type='GN', num_groups=8))
+    assert isinstance(gn, BaseBackbone)
+    assert isinstance(gn.layer1[0].bn1, nn.GroupNorm) and gn.layer1[0].bn1.num_groups == 8
+    assert 'layer2.0.downsample.1.weight' in gn.state_dict()
+    ln = ResNet(depth=18, out_indices=(3,), norm_cfg=dict(type='LN'))
+    assert isinstance(ln.bn1, ChannelsFirstLayerNorm) and ln.bn1.normalized_shape == (64,)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert [tuple(f.shape) for f in gn(x)] == [(2, 128, 4, 4), (2, 512, 1, 1)]
+        assert ln(x)[0].shape == (2, 512, 1, 1) and torch.isfinite(ln(x)[0]).all()
+    # GN and LN have no running statistics: norm_eval has nothing to freeze
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gn.modules())
 
 
 def retina_fpn(**kwargs):
@@ -254,6 +275,29 @@ def test_fpn_extra_conv_sources():
         FPN([8, 16, 32], 4, num_outs=2)
     with pytest.raises(ValueError, match='add_extra_convs'):
         FPN([8, 16, 32], 4, num_outs=4, add_extra_convs='on_top')
+
+
+def test_fpn_convs_are_conv_modules_with_xavier_init_and_any_norm():
+    torch.manual_seed(0)
+    fpn = retina_fpn()
+    convs = list(fpn.lateral_convs) + list(fpn.fpn_convs)
+    assert len(convs) == 8 and all(isinstance(m, ConvModule) and not m.with_activation
+                                   for m in convs)
+    for m in convs:
+        # Xavier-uniform replaced ConvModule's own Kaiming-normal init (whose tails exceed
+        # the uniform bound sqrt(6 / (fan_in + fan_out)))
+        k = m.conv.kernel_size[0] * m.conv.kernel_size[1]
+        bound = math.sqrt(6 / (k * (m.conv.in_channels + m.conv.out_channels)))
+        assert m.conv.weight.abs().max().item() <= bound
+        assert m.conv.weight.abs().max().item() > 0.99 * bound
+        assert torch.equal(m.conv.bias, torch.zeros(256))
+    frozen = FPN([8, 16], 4, num_outs=2, norm_cfg=dict(type='FrozenBN'))
+    assert isinstance(frozen.fpn_convs[1].bn, FrozenBatchNorm2d)
+    assert frozen.fpn_convs[1].conv.bias is None
+    assert n_params(frozen) == 8 * 4 + 16 * 4 + 2 * 4 * 4 * 9  # conv weights only
+    feats = [torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)]
+    with torch.no_grad():
+        assert [tuple(o.shape) for o in frozen(feats)] == [(1, 4, 8, 8), (1, 4, 4, 4)]
 
 
 def test_fpn_parity_with_torchvision():

@@ -64,8 +64,8 @@ def test_initial_classification_loss_matches_prior_probability():
     neg = 0.75 * p ** 2 * -torch.log(torch.tensor(1 - p))
     pos = 0.25 * (1 - p) ** 2 * -torch.log(torch.tensor(p))
     # the assigner decides positives; recompute them the same way to get the exact total
-    anchors = torch.cat(head.anchor_generator.grid_anchors([(8, 8), (4, 4), (2, 2)]))
-    result = head.assigner.assign(anchors, sample.gt_instances.bboxes, sample.gt_instances.labels)
+    anchors = torch.cat(head.prior_generator.grid_anchors([(8, 8), (4, 4), (2, 2)]))
+    result = head.assigner.assign(InstanceData(priors=anchors), sample.gt_instances)
     n_pos, n_neg = int(result.pos_mask.sum()), int(result.neg_mask.sum())
     assert n_pos + n_neg <= num_anchors
     expected = (n_pos * pos + n_neg * neg) / n_pos

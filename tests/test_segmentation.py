@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from mmcv.cnn import ConvModule
 from mmengine.structures import PixelData
 from torch import nn
 
@@ -135,7 +136,7 @@ def test_xception65_features_equal_timm(timm_xception65, output_stride):
     for level, (a, b) in enumerate(zip(got, expected)):
         assert a.shape == b.shape == (1, ours.out_channels[level], 64 // ours.strides[level],
                                       64 // ours.strides[level])
-        assert (a - b).abs().max().item() < 1e-5, f'feature {level} differs'
+        assert (a - b).abs().max().item() == 0.0, f'feature {level} differs'
 
 
 def test_xception65_parameter_count_and_timm_classifier_checkpoint(tmp_path):
@@ -155,6 +156,17 @@ def test_xception65_parameter_count_and_timm_classifier_checkpoint(tmp_path):
     loaded.init_weights()
     assert torch.equal(loaded.blocks[19].stack.conv3.conv_pw.weight,
                        classifier.blocks[19].stack.conv3.conv_pw.weight)
+    # a features_only state dict (stem_0.*, blocks_0.*) loads through TIMM_PREFIX_MAP, after
+    # the user's prefix_map
+    features = timm.create_model('xception65', features_only=True)
+    wrapped = tmp_path / 'wrapped.pth'
+    torch.save({f'backbone.{k}': v for k, v in features.state_dict().items()}, wrapped)
+    from_features = AlignedXception(
+        init_cfg=dict(type='Pretrained', checkpoint=str(wrapped), prefix_map={'backbone.': ''}))
+    assert from_features.init_weights() == dict(missing=[], unexpected=[], mismatched=[])
+    assert torch.equal(from_features.stem[0].conv.weight, features.stem_0.conv.weight)
+    assert isinstance(from_features.stem[0], ConvModule)
+    assert isinstance(from_features.blocks[0].shortcut, ConvModule)
 
 
 def test_xception_dilation_per_output_stride():

@@ -2,6 +2,7 @@
 import math
 
 import torch
+from mmengine.structures import InstanceData
 
 from toolbox.models.task_utils import (AnchorGenerator, DeltaXYWHBoxCoder, MaxIoUAssigner,
                                        nms_instances, select_topk_candidates)
@@ -51,16 +52,22 @@ def test_max_iou_assigner_thresholds_low_quality_and_ignore():
     labels = torch.tensor([3, 7])
     assigner = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.3, min_pos_iou=0.0,
                               ignore_iof_thr=0.5)
-    result = assigner.assign(anchors, gt, labels, ignored_boxes=torch.tensor([[190., 190., 220.,
-                                                                                220.]]))
-    assert result.gt_index.tolist() == [1, 1, -1, 0, 2, -1]
+    result = assigner.assign(InstanceData(priors=anchors), InstanceData(bboxes=gt, labels=labels),
+                             InstanceData(bboxes=torch.tensor([[190., 190., 220., 220.]])))
+    assert result.gt_inds.tolist() == [1, 1, -1, 0, 2, -1]
     assert result.labels.tolist() == [3, 3, -1, -1, 7, -1]
+    assert result.num_gts == 2 and result.num_preds == 6
+    torch.testing.assert_close(result.max_overlaps,
+                               torch.tensor([1.0, 0.5, 1 / 3, 0.0, 0.16, 0.0]))
 
 
 def test_assigner_without_gt_makes_everything_negative():
-    result = MaxIoUAssigner(0.5, 0.4).assign(torch.rand(5, 4) * 10 + torch.tensor([0, 0, 10, 10]),
-                                             torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    priors = torch.rand(5, 4) * 10 + torch.tensor([0, 0, 10, 10])
+    result = MaxIoUAssigner(0.5, 0.4).assign(
+        InstanceData(priors=priors),
+        InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long)))
     assert result.neg_mask.all() and result.labels.eq(-1).all()
+    assert result.num_gts == 0 and result.max_overlaps.eq(0).all()
 
 
 def test_topk_and_class_aware_nms():

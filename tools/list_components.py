@@ -1,4 +1,5 @@
-"""List every registered component with the package it came from:
+"""List every registered component with the package it came from, then the loaded plugins and
+the plugins that failed to import (with their error):
 ``python tools/list_components.py [--registry model]``."""
 import argparse
 
@@ -15,8 +16,12 @@ def main(argv=None):
     for r in rows:
         print(f"{r['registry']:<22} {r['name']:<{width}} {r['package']:<22} {r['module']}")
     print(f'\nplugins loaded: {", ".join(ep.name + "=" + ep.value for ep in loaded_plugins())}')
-    for name, error in failed_plugins().items():
-        print(f'plugin FAILED: {name}: {error}')
+    failed = failed_plugins()
+    if failed:
+        print(f'\nplugins FAILED ({len(failed)}), their components are not registered:')
+    for plugin in failed:
+        print(f'  {plugin.name}={plugin.module} (distribution {plugin.distribution}): '
+              f'{plugin.error}')
     return rows
 
 

@@ -10,6 +10,8 @@ import argparse
 
 from mmengine.config import DictAction
 
+from toolbox.structures import IGNORE_INDEX
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -29,7 +31,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def colorize(seg, palette, ignore_index=255):
+def colorize(seg, palette, ignore_index=IGNORE_INDEX):
     """(H, W) int labels -> (H, W, 3) uint8 RGB; ignored / unknown labels are black."""
     import numpy as np
     lut = np.zeros((256, 3), dtype=np.uint8)

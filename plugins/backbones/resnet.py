@@ -2,7 +2,9 @@
 
 Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1``..``layer4`` with
 ``{i}.conv1/bn1/conv2/bn2/conv3/bn3/downsample.0/downsample.1``; no ``fc``), so torchvision and
-timm ResNet state dicts load without renaming (their ``fc.*`` is reported as unexpected).
+timm ResNet state dicts load without renaming (their ``fc.*`` is reported as unexpected). For
+that reason the blocks hold plain ``conv``/``bn`` attributes rather than mmcv ``ConvModule``s
+(whose keys would read ``conv1.conv`` / ``conv1.bn``).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from toolbox.engine.weights import load_weights
+from toolbox.models.bases import BaseBackbone
 from toolbox.models.layers import build_norm_layer
 from toolbox.registry import MODELS
 
@@ -87,7 +89,7 @@ class Bottleneck(nn.Module):
 
 
 @MODELS.register_module()
-class ResNet(nn.Module):
+class ResNet(BaseBackbone):
     """ResNet-18/34/50/101/152 feature extractor returning C2..C5 (selected by ``out_indices``).
 
     Input (B, in_channels, H, W); output a tuple with one (B, out_channels[k], H/s_k, W/s_k) map
@@ -111,13 +113,13 @@ class ResNet(nn.Module):
             per block of layer4.
         style: 'pytorch' (stride on the 3x3 conv) or 'caffe' (stride on the first 1x1 conv;
             only changes Bottleneck).
-        norm_layer: norm config, see :func:`build_norm_layer` ('BN', 'SyncBN', 'FrozenBN',
-            'GN').
+        norm_cfg: norm config (:func:`toolbox.models.layers.build_norm_layer`: 'BN', 'SyncBN',
+            'FrozenBN', 'GN', 'LN', 'IN'); ``dict(type='BN')`` when ``None``.
         zero_init_residual: zero the last norm's weight in each block (Goyal et al. 2017).
-        pretrained: path of a torchvision-format checkpoint (or ``'torchvision://resnet50'``)
-            loaded after initialisation through :func:`toolbox.engine.weights.load_weights`,
-            which logs what was not loaded.
-        init_cfg: alternative to ``pretrained``: ``dict(type='Pretrained', checkpoint=path)``.
+        pretrained: path of a torchvision-format checkpoint (or ``'torchvision://resnet50'``),
+            loaded by ``init_weights()`` (see :class:`BaseBackbone`); its ``fc.*`` is reported
+            as unexpected.
+        init_cfg: mmengine ``init_cfg``, e.g. ``dict(type='Pretrained', checkpoint=path)``.
     """
 
     arch_settings = {
@@ -138,24 +140,21 @@ class ResNet(nn.Module):
                  dilations: Sequence[int] = (1, 1, 1, 1),
                  multi_grid: Sequence[int] | None = None,
                  style: str = 'pytorch',
-                 norm_layer: dict | None = None,
+                 norm_cfg: dict | None = None,
                  zero_init_residual: bool = False,
                  pretrained: str | None = None,
-                 init_cfg: dict | None = None):
-        super().__init__()
+                 init_cfg: dict | list | None = None):
+        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
         if depth not in self.arch_settings:
             raise ValueError(f'ResNet depth must be one of {sorted(self.arch_settings)}, '
                              f'got {depth}')
         block, num_blocks = self.arch_settings[depth]
         strides, dilations = tuple(strides), tuple(dilations)
-        out_indices = tuple(out_indices)
         if len(strides) != 4 or len(dilations) != 4:
             raise ValueError(f'strides and dilations need 4 entries (one per stage), got '
                              f'{strides} and {dilations}')
-        if not out_indices or list(out_indices) != sorted(set(out_indices)) or \
-                not all(0 <= i <= 3 for i in out_indices):
-            raise ValueError(f'out_indices must be ascending stage indices in 0..3, '
-                             f'got {out_indices}')
+        self.check_out_indices(4)
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages}')
         if style not in ('pytorch', 'caffe'):
@@ -163,19 +162,10 @@ class ResNet(nn.Module):
         if multi_grid is not None and len(multi_grid) != num_blocks[3]:
             raise ValueError(f'multi_grid needs one entry per block of layer4 '
                              f'({num_blocks[3]} for depth {depth}), got {tuple(multi_grid)}')
-        if init_cfg is not None:
-            if pretrained is not None:
-                raise ValueError('give either pretrained or init_cfg, not both')
-            if init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in init_cfg:
-                raise ValueError(f"ResNet init_cfg must be dict(type='Pretrained', "
-                                 f"checkpoint=PATH), got {init_cfg}")
-            pretrained = init_cfg['checkpoint']
 
         self.depth = depth
-        self.out_indices = out_indices
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.norm_cfg = dict(norm_layer or dict(type='BN', requires_grad=True))
+        self.zero_init_residual = zero_init_residual
+        self.norm_cfg = dict(norm_cfg or dict(type='BN', requires_grad=True))
 
         self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = _norm(self.norm_cfg, 64)
@@ -197,20 +187,11 @@ class ResNet(nn.Module):
             total_stride *= strides[i]
             stage_out_channels.append(inplanes)
             stage_strides.append(total_stride)
-        self.out_channels = tuple(stage_out_channels[i] for i in out_indices)
-        self.strides = tuple(stage_strides[i] for i in out_indices)
+        self.out_channels = tuple(stage_out_channels[i] for i in self.out_indices)
+        self.strides = tuple(stage_strides[i] for i in self.out_indices)
 
-        self._init_weights(zero_init_residual)
-        self.pretrained = pretrained
-        self._freeze_stages()
-
-    def init_weights(self) -> None:
-        """Load ``pretrained`` if given. Called by the Runner when training starts (and by
-        mmengine's ``init_weights`` of the enclosing model), not at build time, so that a config
-        builds offline and a checkpoint given with ``load_from`` is not fetched twice."""
-        if self.pretrained is not None:
-            load_weights(self, self.pretrained)
-            self._freeze_stages()
+        self.reset_parameters()
+        self.freeze_stages()
 
     def _make_layer(self, block, inplanes: int, planes: int, stride: int,
                     block_dilations: list[int], style: str) -> nn.Sequential:
@@ -227,42 +208,25 @@ class ResNet(nn.Module):
             inplanes = planes * block.expansion
         return nn.Sequential(*blocks)
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
+    def reset_parameters(self) -> None:
         """torchvision's initialisation: Kaiming-normal fan-out convs, unit-scale norms."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if zero_init_residual:
+        if self.zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     m.last_norm().weight.data.zero_()  # FrozenBN keeps its weight as a buffer
 
-    def _frozen_modules(self) -> list[nn.Module]:
+    def frozen_modules(self) -> list[nn.Module]:
+        """The stem (conv1, bn1) and layer1..layer{frozen_stages}."""
         if self.frozen_stages < 0:
             return []
         return [self.conv1, self.bn1] + [getattr(self, f'layer{i}')
                                          for i in range(1, self.frozen_stages + 1)]
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> ResNet:
-        """Switch mode, keeping frozen stages (and every BN if ``norm_eval``) in eval mode."""
-        super().train(mode)
-        if mode:
-            for module in self._frozen_modules():
-                module.eval()
-            if self.norm_eval:
-                for m in self.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, C, H, W) -> tuple of C2..C5 maps selected by ``out_indices``."""

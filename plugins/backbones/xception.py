@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from toolbox.engine.weights import load_weights
+from toolbox.models.bases import BaseBackbone
 from toolbox.models.layers import build_norm_layer
 from toolbox.registry import MODELS
 
@@ -41,25 +42,12 @@ def _norm(cfg: dict, num_features: int) -> nn.Module:
     return build_norm_layer(cfg, num_features)[1]
 
 
-class ConvBN(nn.Module):
-    """Conv (no bias) + norm, optionally followed by ReLU: ``conv``, ``bn`` as in timm."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, norm_cfg: dict,
-                 act: bool):
-        super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride,
-                              padding=kernel_size // 2, bias=False)
-        self.bn = _norm(norm_cfg, out_ch)
-        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
 class SeparableConvBN(nn.Module):
     """Depthwise 3x3 (stride, dilation) + norm [+ ReLU], pointwise 1x1 + norm [+ ReLU].
 
     (B, in_ch, H, W) -> (B, out_ch, H / stride, W / stride); padding = dilation keeps the size.
+    Not mmcv's ``DepthwiseSeparableConvModule``: its keys (``depthwise_conv.conv``, ...) are not
+    timm's (``conv_dw``, ``bn_dw``, ``conv_pw``, ``bn_pw``), which checkpoints load by.
     """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, dilation: int, norm_cfg: dict,
@@ -104,7 +92,8 @@ class XceptionBlock(nn.Module):
         self.skip = skip
         self.shortcut = None
         if skip and (out_chs[-1] != in_ch or stride != 1):
-            self.shortcut = ConvBN(in_ch, out_chs[-1], 1, stride, norm_cfg, act=False)
+            self.shortcut = ConvModule(in_ch, out_chs[-1], 1, stride=stride,
+                                       norm_cfg=norm_cfg, act_cfg=None)
         convs, ch = [], in_ch
         for k, out in enumerate(out_chs):
             convs.append(SeparableConvBN(ch, out, stride if k == 2 else 1, dilation, norm_cfg,
@@ -130,7 +119,7 @@ class XceptionBlock(nn.Module):
 
 
 @MODELS.register_module()
-class AlignedXception(nn.Module):
+class AlignedXception(BaseBackbone):
     """Aligned Xception-65 feature extractor with output stride 8, 16 or 32.
 
     Input (B, in_channels, H, W). Five feature points, as timm's ``features_only`` model:
@@ -160,34 +149,33 @@ class AlignedXception(nn.Module):
         in_channels: channels of the input image.
         output_stride: 8, 16 or 32.
         out_indices: feature points to return, ascending, in 0..4.
-        norm_layer: norm config (:func:`build_norm_layer`); BN with eps 1e-3 as TF and timm.
+        norm_cfg: norm config (:func:`build_norm_layer`); BN with eps 1e-3 (TF and timm) when
+            ``None``.
         norm_eval: keep every BatchNorm in eval mode during training.
         pretrained: path of a timm-format checkpoint (classifier or ``features_only``),
-            loaded through :func:`load_weights` with :data:`TIMM_PREFIX_MAP`, which logs the
-            missing and unexpected keys.
+            loaded by ``init_weights()`` through :meth:`load_pretrained`, which applies
+            :data:`TIMM_PREFIX_MAP` and logs the missing and unexpected keys.
+        init_cfg: mmengine ``init_cfg``, e.g. ``dict(type='Pretrained', checkpoint=path)``.
     """
 
     arch_settings = {65: XCEPTION65_BLOCKS}
 
     def __init__(self, depth: int = 65, in_channels: int = 3, output_stride: int = 16,
-                 out_indices: Sequence[int] = (1, 4), norm_layer: dict | None = None,
-                 norm_eval: bool = False, pretrained: str | None = None):
-        super().__init__()
+                 out_indices: Sequence[int] = (1, 4), norm_cfg: dict | None = None,
+                 norm_eval: bool = False, pretrained: str | None = None,
+                 init_cfg: dict | list | None = None):
+        super().__init__(out_indices=out_indices, norm_eval=norm_eval, pretrained=pretrained,
+                         init_cfg=init_cfg)
         if depth not in self.arch_settings:
             raise ValueError(f'AlignedXception depth must be one of {sorted(self.arch_settings)},'
                              f' got {depth}')
         if output_stride not in (8, 16, 32):
             raise ValueError(f'output_stride must be 8, 16 or 32, got {output_stride}')
-        out_indices = tuple(out_indices)
-        if not out_indices or list(out_indices) != sorted(set(out_indices)) or \
-                not all(0 <= i <= 4 for i in out_indices):
-            raise ValueError(f'out_indices must be ascending feature indices in 0..4, '
-                             f'got {out_indices}')
-        norm_cfg = dict(norm_layer or dict(type='BN', eps=1e-3))
-        self.out_indices = out_indices
-        self.norm_eval = norm_eval
-        self.stem = nn.Sequential(ConvBN(in_channels, 32, 3, 2, norm_cfg, act=True),
-                                  ConvBN(32, 64, 3, 1, norm_cfg, act=True))
+        self.check_out_indices(5)
+        norm_cfg = dict(norm_cfg or dict(type='BN', eps=1e-3))
+        self.stem = nn.Sequential(
+            ConvModule(in_channels, 32, 3, stride=2, padding=1, norm_cfg=norm_cfg),
+            ConvModule(32, 64, 3, padding=1, norm_cfg=norm_cfg))
         blocks = []
         stride, dilation = 2, 1
         channels, strides = [], []
@@ -209,33 +197,25 @@ class AlignedXception(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         channels.append(self.arch_settings[depth][-1][1][-1])
         strides.append(stride)
-        self.out_channels = tuple(channels[i] for i in out_indices)
-        self.strides = tuple(strides[i] for i in out_indices)
+        self.out_channels = tuple(channels[i] for i in self.out_indices)
+        self.strides = tuple(strides[i] for i in self.out_indices)
 
-        self._init_weights()
-        self.pretrained = pretrained
+        self.reset_parameters()
+        self.freeze_stages()
 
-    def init_weights(self) -> None:
-        """Load ``pretrained`` (timm format) if given; called by the Runner when training
-        starts, not at build time, so that configs build offline."""
-        if self.pretrained is not None:
-            load_weights(self, self.pretrained, prefix_map=TIMM_PREFIX_MAP)
-
-    def _init_weights(self) -> None:
+    def reset_parameters(self) -> None:
+        """Kaiming-normal fan-out convs, unit-scale norms."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def train(self, mode: bool = True) -> AlignedXception:
-        super().train(mode)
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
+    def load_pretrained(self, checkpoint: str, prefix_map=None) -> dict[str, list[str]]:
+        """Load a timm-format checkpoint: ``prefix_map`` renames first, then
+        :data:`TIMM_PREFIX_MAP`; returns the :func:`load_weights` report."""
+        return super().load_pretrained(checkpoint, {**(prefix_map or {}), **TIMM_PREFIX_MAP})
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, C, H, W) -> tuple of the feature points in ``out_indices`` (class docstring)."""

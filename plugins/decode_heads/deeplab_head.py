@@ -1,97 +1,44 @@
 """Semantic segmentation decode heads: DeepLab v3 (ASPP), DeepLab v3+ (ASPP + decoder), FCN.
 
-Contract of a decode head (what :class:`toolbox.models.segmentors.EncoderDecoder` relies on):
-
-* ``forward(feats) -> Tensor (B, num_classes, h, w)``: logits at the resolution of the head's
-  finest input (``feats`` is the backbone's tuple; ``in_index`` picks the input).
-* ``loss(feats, data_samples) -> dict``: the logits are resized bilinearly to the size of the
-  ground truth (``gt_sem_seg.data`` (1, H, W) per sample; the data preprocessor pads it to the
-  batch input size with the ignore index), then ``loss_decode(logits, labels, ignore_index=)``
-  gives ``{loss_decode.loss_name: loss}`` (e.g. ``'loss_ce'``) and ``acc_seg``, the pixel
-  accuracy in percent over non-ignored pixels (logged, not optimised).
-* ``predict(feats, data_samples) -> list[PixelData]``: per sample ``seg_logits`` (C, H, W),
-  resized bilinearly to the sample's ``batch_input_shape`` (the padded network input). Removing
-  the padding, undoing the flip and resizing to the original image are the segmentor's job.
-
-``ignore_index`` (255 by default) marks pixels that count neither in the loss nor in the
-accuracy. ``align_corners`` is passed to every bilinear resize, inside the head and at the
-loss/predict resize; ``False`` (torchvision, mmseg) maps pixel *areas*, ``True`` (TF DeepLab,
-which uses 513x513 crops) maps corner pixels onto each other and suits inputs of size
-``k * output_stride + 1``.
+Every head builds on :class:`toolbox.models.bases.BaseDecodeHead` (the contract: features ->
+classifier -> loss / predict, ``ignore_index``, ``align_corners``).
 
 Layers: ``aspp.branches.{i}`` (1x1, then one per rate), ``aspp.image_pool``, ``aspp.project``,
 ``c1_bottleneck`` / ``sep_bottleneck`` (v3+ decoder, mmseg's names), ``convs`` (FCN, v3 extra
-convs), ``conv_seg``; every conv block has ConvModule-style ``.conv`` / ``.bn``.
+convs), ``conv_seg``; every conv block is an mmcv ``ConvModule`` (``.conv`` / ``.bn``) or
+``DepthwiseSeparableConvModule`` (``.depthwise_conv`` / ``.pointwise_conv``).
 :func:`convert_torchvision_deeplabv3` renames a torchvision ``deeplabv3_resnet50/101`` state
 dict to this layout.
 """
 from __future__ import annotations
 
-import abc
 import re
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from mmengine.structures import PixelData
+from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from torch import Tensor, nn
 
-from toolbox.models.layers import build_norm_layer
+from toolbox.models.bases import BaseDecodeHead, resize
 from toolbox.registry import MODELS
 
 
-def resize(x: Tensor, size, align_corners: bool = False) -> Tensor:
-    """Bilinear resize of (B, C, h, w) to ``size = (H, W)``; no-op when already that size."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=align_corners)
-
-
-class ConvNormAct(nn.Module):
-    """Conv2d (no bias when normed) -> norm (``.bn`` / ``.gn``) -> optional ReLU.
-
-    Padding is ``dilation * (kernel_size // 2)``, which keeps the spatial size at stride 1.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
-                 dilation: int = 1, groups: int = 1, norm_cfg: dict | None = None,
-                 act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size,
-                              padding=dilation * (kernel_size // 2), dilation=dilation,
-                              groups=groups, bias=norm_cfg is None)
-        self.norm_name = None
-        if norm_cfg is not None:
-            self.norm_name, norm = build_norm_layer(norm_cfg, out_channels)
-            self.add_module(self.norm_name, norm)
-        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
-        if self.norm_name is not None:
-            x = getattr(self, self.norm_name)(x)
-        return self.act(x)
-
-
-class SeparableConvNormAct(nn.Module):
-    """Depthwise 3x3 conv + norm + ReLU, then pointwise 1x1 conv + norm + ReLU (TF DeepLab's
-    ``split_separable_conv2d``, mmcv's ``DepthwiseSeparableConvModule``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1,
-                 norm_cfg: dict | None = None):
-        super().__init__()
-        self.depthwise_conv = ConvNormAct(in_channels, in_channels, 3, dilation=dilation,
-                                          groups=in_channels, norm_cfg=norm_cfg)
-        self.pointwise_conv = ConvNormAct(in_channels, out_channels, 1, norm_cfg=norm_cfg)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pointwise_conv(self.depthwise_conv(x))
+def _conv(in_channels: int, out_channels: int, kernel_size: int, norm_cfg: dict | None,
+          dilation: int = 1) -> ConvModule:
+    """Conv (bias only without norm) -> norm -> ReLU, size-preserving padding."""
+    return ConvModule(in_channels, out_channels, kernel_size,
+                      padding=dilation * (kernel_size // 2), dilation=dilation,
+                      norm_cfg=norm_cfg)
 
 
 def _conv3x3(in_channels, out_channels, dilation, separable, norm_cfg) -> nn.Module:
+    """Plain 3x3 ConvModule, or depthwise 3x3 + norm + ReLU then pointwise 1x1 + norm + ReLU
+    (TF DeepLab's ``split_separable_conv2d``)."""
     if separable:
-        return SeparableConvNormAct(in_channels, out_channels, dilation, norm_cfg)
-    return ConvNormAct(in_channels, out_channels, 3, dilation=dilation, norm_cfg=norm_cfg)
+        return DepthwiseSeparableConvModule(in_channels, out_channels, 3, padding=dilation,
+                                            dilation=dilation, norm_cfg=norm_cfg)
+    return _conv(in_channels, out_channels, 3, norm_cfg, dilation)
 
 
 class ASPP(nn.Module):
@@ -112,11 +59,10 @@ class ASPP(nn.Module):
         super().__init__()
         self.align_corners = align_corners
         self.branches = nn.ModuleList(
-            [ConvNormAct(in_channels, channels, 1, norm_cfg=norm_cfg)]
+            [_conv(in_channels, channels, 1, norm_cfg)]
             + [_conv3x3(in_channels, channels, d, separable, norm_cfg) for d in dilations])
-        self.image_pool = ConvNormAct(in_channels, channels, 1, norm_cfg=norm_cfg)
-        self.project = ConvNormAct((len(dilations) + 2) * channels, channels, 1,
-                                   norm_cfg=norm_cfg)
+        self.image_pool = _conv(in_channels, channels, 1, norm_cfg)
+        self.project = _conv((len(dilations) + 2) * channels, channels, 1, norm_cfg)
 
     def forward(self, x: Tensor) -> Tensor:
         outs = [branch(x) for branch in self.branches]
@@ -124,82 +70,6 @@ class ASPP(nn.Module):
         outs.append(resize(pooled, x.shape[-2:], self.align_corners))
         return self.project(torch.cat(outs, dim=1))
 
-
-class BaseDecodeHead(nn.Module, metaclass=abc.ABCMeta):
-    """Shared part of the decode heads: classifier, loss and predict (module docstring).
-
-    Subclasses implement ``features(feats) -> (B, channels, h, w)``; ``forward`` applies
-    dropout and the 1x1 classifier ``conv_seg`` (with bias).
-
-    Args:
-        in_channels: channels of the input picked by ``in_index``.
-        channels: width of the head's layers (input of ``conv_seg``).
-        num_classes: number of classes (logit channels).
-        in_index: which backbone output the head reads.
-        dropout_ratio: dropout before ``conv_seg``.
-        norm_cfg: norm of the head's convs; ``None`` for biased convs without norm.
-        align_corners: see the module docstring.
-        ignore_index: label ignored by the loss and the accuracy.
-        loss_decode: loss config; called as ``loss(logits (B, C, H, W), labels (B, H, W),
-            ignore_index=...)``, its ``loss_name`` attribute names the loss key.
-    """
-
-    def __init__(self, in_channels: int, channels: int, num_classes: int, in_index: int = -1,
-                 dropout_ratio: float = 0.1, norm_cfg: dict | None = dict(type='BN'),
-                 align_corners: bool = False, ignore_index: int = 255,
-                 loss_decode: dict = dict(type='CrossEntropyLoss', loss_weight=1.0)):
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f'num_classes must be >= 1, got {num_classes}')
-        self.in_channels = in_channels
-        self.channels = channels
-        self.num_classes = num_classes
-        self.in_index = in_index
-        self.norm_cfg = norm_cfg
-        self.align_corners = align_corners
-        self.ignore_index = ignore_index
-        self.loss_decode = MODELS.build(loss_decode)
-        self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else nn.Identity()
-        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
-
-    def init_weights(self) -> None:
-        """Kaiming-normal convs, unit norms, and a small-normal classifier (std 0.01)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.conv_seg.weight, std=0.01)
-        nn.init.zeros_(self.conv_seg.bias)
-
-    @abc.abstractmethod
-    def features(self, feats: Sequence[Tensor]) -> Tensor:
-        """Backbone outputs -> the (B, channels, h, w) map the classifier reads."""
-
-    def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        """Backbone outputs -> logits (B, num_classes, h, w)."""
-        return self.conv_seg(self.dropout(self.features(feats)))
-
-    def loss(self, feats: Sequence[Tensor], data_samples) -> dict[str, Tensor]:
-        logits = self(feats)
-        labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)  # (B, H, W)
-        logits = resize(logits, labels.shape[-2:], self.align_corners)
-        loss = self.loss_decode(logits, labels, ignore_index=self.ignore_index)
-        with torch.no_grad():
-            valid = labels != self.ignore_index
-            correct = (logits.argmax(1) == labels) & valid
-            acc = correct.sum() * 100.0 / valid.sum().clamp(min=1)
-        return {getattr(self.loss_decode, 'loss_name', 'loss_seg'): loss, 'acc_seg': acc}
-
-    def predict(self, feats: Sequence[Tensor], data_samples) -> list[PixelData]:
-        """Per sample ``PixelData(seg_logits=(C, H, W))`` at the sample's batch input size."""
-        logits = self(feats)
-        size = data_samples[0].metainfo['batch_input_shape']
-        logits = resize(logits, size, self.align_corners)
-        return [PixelData(seg_logits=one) for one in logits]
 
 
 @MODELS.register_module()
@@ -216,7 +86,7 @@ class ASPPHead(BaseDecodeHead):
         dilations: atrous rates of the 3x3 branches: (6, 12, 18) for output stride 16,
             (12, 24, 36) for output stride 8.
         num_convs: 3x3 convs between ASPP and the classifier.
-        (others: see :class:`BaseDecodeHead`)
+        (others: see ``BaseDecodeHead``)
     """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 256,
@@ -224,9 +94,9 @@ class ASPPHead(BaseDecodeHead):
         super().__init__(in_channels, channels, num_classes, **kwargs)
         self.aspp = ASPP(in_channels, channels, dilations, separable=False,
                          norm_cfg=self.norm_cfg, align_corners=self.align_corners)
-        self.convs = nn.Sequential(*[ConvNormAct(channels, channels, 3, norm_cfg=self.norm_cfg)
+        self.convs = nn.Sequential(*[_conv(channels, channels, 3, self.norm_cfg)
                                      for _ in range(num_convs)])
-        self.init_weights()
+        self.reset_parameters()
 
     def features(self, feats: Sequence[Tensor]) -> Tensor:
         return self.convs(self.aspp(feats[self.in_index]))
@@ -262,11 +132,11 @@ class DepthwiseSeparableASPPHead(BaseDecodeHead):
         self.c1_in_index = c1_in_index
         self.aspp = ASPP(in_channels, channels, dilations, separable=separable,
                          norm_cfg=self.norm_cfg, align_corners=self.align_corners)
-        self.c1_bottleneck = ConvNormAct(c1_in_channels, c1_channels, 1, norm_cfg=self.norm_cfg)
+        self.c1_bottleneck = _conv(c1_in_channels, c1_channels, 1, self.norm_cfg)
         self.sep_bottleneck = nn.Sequential(
             _conv3x3(channels + c1_channels, channels, 1, separable, self.norm_cfg),
             _conv3x3(channels, channels, 1, separable, self.norm_cfg))
-        self.init_weights()
+        self.reset_parameters()
 
     def features(self, feats: Sequence[Tensor]) -> Tensor:
         x = self.aspp(feats[self.in_index])
@@ -296,12 +166,11 @@ class FCNHead(BaseDecodeHead):
             raise ValueError('FCNHead: concat_input needs num_convs >= 1')
         self.concat_input = concat_input
         self.convs = nn.Sequential(*[
-            ConvNormAct(in_channels if k == 0 else channels, channels, kernel_size,
-                        dilation=dilation, norm_cfg=self.norm_cfg) for k in range(num_convs)])
+            _conv(in_channels if k == 0 else channels, channels, kernel_size, self.norm_cfg,
+                  dilation) for k in range(num_convs)])
         if concat_input:
-            self.conv_cat = ConvNormAct(in_channels + channels, channels, kernel_size,
-                                        norm_cfg=self.norm_cfg)
-        self.init_weights()
+            self.conv_cat = _conv(in_channels + channels, channels, kernel_size, self.norm_cfg)
+        self.reset_parameters()
 
     def features(self, feats: Sequence[Tensor]) -> Tensor:
         x = feats[self.in_index]

@@ -1,6 +1,6 @@
 """RetinaNet dense head (Lin et al. 2017): per-level class and box subnets over anchors.
 
-Parameter names follow mmdet (``cls_convs.{i}.conv``, ``reg_convs.{i}.conv``, ``retina_cls``,
+Parameter names follow mmdet (mmcv ``ConvModule``: ``cls_convs.{i}.conv``, ``reg_convs.{i}.conv``, ``retina_cls``,
 ``retina_reg``) so that the R50-FPN recipe has exactly MMDetection's parameter count.
 """
 from __future__ import annotations
@@ -8,36 +8,17 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
-from mmengine.dist import all_reduce, get_world_size
+from mmcv.cnn import ConvModule
 from mmengine.structures import InstanceData
+from torch import nn
 
+from toolbox.models.bases import BaseDenseHead
 from toolbox.models.task_utils import nms_instances, select_topk_candidates
-from toolbox.registry import MODELS, TASK_UTILS
-
-
-class ConvReLU(nn.Module):
-    """3x3 conv (with bias) + ReLU; the parameter lives at ``.conv`` as in mmdet's ConvModule."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-
-    def forward(self, x):
-        return torch.relu(self.conv(x))
-
-
-def mean_over_processes(value: float, device) -> float:
-    """Average a count over DDP processes so that every process normalises alike."""
-    if get_world_size() == 1:
-        return value
-    tensor = torch.tensor(float(value), device=device)
-    all_reduce(tensor, op='mean')
-    return tensor.item()
+from toolbox.registry import MODELS
 
 
 @MODELS.register_module()
-class RetinaHead(nn.Module):
+class RetinaHead(BaseDenseHead):
     """Shared class/box subnets applied to every pyramid level.
 
     Args:
@@ -48,51 +29,55 @@ class RetinaHead(nn.Module):
             scales_per_octave 3, ratios 0.5/1/2, strides 8..128).
         bbox_coder: box coder config (``DeltaXYWHBoxCoder``).
         assigner: ``MaxIoUAssigner`` config (pos 0.5, neg 0.4, min_pos_iou 0).
+        sampler: ``PseudoSampler`` (every positive and negative anchor).
         loss_cls: ``FocalLoss`` config; loss_bbox: ``L1Loss``/``SmoothL1Loss`` on deltas or
             ``GIoULoss`` on decoded boxes (set ``reg_decoded_bbox=True``).
         test_cfg: ``dict(nms_pre=1000, score_thr=0.05, iou_threshold=0.5, max_per_img=100)``.
         prior_prob: initial foreground probability of the classifier bias (0.01).
+        norm_cfg: norm of the subnet convs (``None`` in the paper; e.g. GN).
 
-    Shapes: ``forward(feats)`` takes a tuple of (B, in_channels, H_l, W_l) and returns
+    Shapes: ``forward(feats)`` takes a tuple of (B, in_channels, H, W) and returns
     ``(cls_scores, bbox_preds)``, lists of (B, A * C, H_l, W_l) and (B, A * 4, H_l, W_l).
     """
+
+    default_test_cfg = dict(nms_pre=1000, score_thr=0.05, iou_threshold=0.5, max_per_img=100)
 
     def __init__(self, num_classes: int, in_channels: int, anchor_generator: dict,
                  feat_channels: int = 256, stacked_convs: int = 4,
                  bbox_coder: dict = dict(type='DeltaXYWHBoxCoder'),
                  assigner: dict = dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4,
                                        min_pos_iou=0.0),
+                 sampler: dict = dict(type='PseudoSampler'),
                  loss_cls: dict = dict(type='FocalLoss', gamma=2.0, alpha=0.25, loss_weight=1.0),
                  loss_bbox: dict = dict(type='L1Loss', loss_weight=1.0),
                  reg_decoded_bbox: bool = False, test_cfg: dict | None = None,
-                 prior_prob: float = 0.01):
-        super().__init__()
-        self.num_classes = num_classes
-        self.anchor_generator = TASK_UTILS.build(anchor_generator)
-        self.bbox_coder = TASK_UTILS.build(bbox_coder)
-        self.assigner = TASK_UTILS.build(assigner)
-        self.loss_cls = MODELS.build(loss_cls)
-        self.loss_bbox = MODELS.build(loss_bbox)
-        self.reg_decoded_bbox = reg_decoded_bbox
-        self.test_cfg = dict(nms_pre=1000, score_thr=0.05, iou_threshold=0.5, max_per_img=100)
-        self.test_cfg.update(test_cfg or {})
-        num_anchors = self.anchor_generator.num_base_anchors[0]
+                 prior_prob: float = 0.01, norm_cfg: dict | None = None,
+                 init_cfg: dict | list | None = None):
+        super().__init__(num_classes, prior_generator=anchor_generator, bbox_coder=bbox_coder,
+                         assigner=assigner, sampler=sampler, loss_cls=loss_cls,
+                         loss_bbox=loss_bbox, reg_decoded_bbox=reg_decoded_bbox,
+                         test_cfg=test_cfg, init_cfg=init_cfg)
+        self.prior_prob = prior_prob
+        num_anchors = self.prior_generator.num_base_anchors[0]
         self.cls_convs = nn.ModuleList(
-            ConvReLU(in_channels if i == 0 else feat_channels, feat_channels)
-            for i in range(stacked_convs))
+            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1,
+                       norm_cfg=norm_cfg) for i in range(stacked_convs))
         self.reg_convs = nn.ModuleList(
-            ConvReLU(in_channels if i == 0 else feat_channels, feat_channels)
-            for i in range(stacked_convs))
+            ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1,
+                       norm_cfg=norm_cfg) for i in range(stacked_convs))
         self.retina_cls = nn.Conv2d(feat_channels, num_anchors * num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(feat_channels, num_anchors * 4, 3, padding=1)
-        self._init_weights(prior_prob)
+        self.reset_parameters()
 
-    def _init_weights(self, prior_prob: float):
+    def reset_parameters(self) -> None:
+        """Normal(std=0.01) convs, zero biases, classifier bias at ``prior_prob``."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
-        nn.init.constant_(self.retina_cls.bias, -math.log((1 - prior_prob) / prior_prob))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.retina_cls.bias,
+                          -math.log((1 - self.prior_prob) / self.prior_prob))
 
     def forward(self, feats):
         cls_scores, bbox_preds = [], []
@@ -106,63 +91,36 @@ class RetinaHead(nn.Module):
             bbox_preds.append(self.retina_reg(reg_feat))
         return cls_scores, bbox_preds
 
-    def _flatten(self, maps, channels: int) -> torch.Tensor:
-        """list of (B, A * K, H, W) -> (B, sum_l H_l W_l A, K), anchor order of AnchorGenerator."""
-        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, channels) for m in maps],
-                         dim=1)
-
-    def _anchors(self, feats_or_maps) -> tuple[torch.Tensor, list[int]]:
-        sizes = [tuple(m.shape[-2:]) for m in feats_or_maps]
-        per_level = self.anchor_generator.grid_anchors(sizes, device=feats_or_maps[0].device)
-        return torch.cat(per_level), [len(a) for a in per_level]
-
-    def loss(self, feats, data_samples) -> dict[str, torch.Tensor]:
-        cls_scores, bbox_preds = self(feats)
-        anchors, _ = self._anchors(cls_scores)
-        cls_flat = self._flatten(cls_scores, self.num_classes)  # (B, N, C)
-        reg_flat = self._flatten(bbox_preds, 4)  # (B, N, 4)
-
-        labels, label_weights, box_targets, pos_masks = [], [], [], []
-        for sample in data_samples:
-            gt = sample.gt_instances
-            ignored = sample.ignored_instances.bboxes if 'ignored_instances' in sample else None
-            result = self.assigner.assign(anchors, gt.bboxes, gt.labels, ignored)
-            image_labels = torch.full_like(result.gt_index, self.num_classes)
-            image_labels[result.pos_mask] = result.labels[result.pos_mask]
-            labels.append(image_labels)
-            label_weights.append((result.gt_index >= 0).float())
-            targets = anchors.new_zeros(anchors.shape)
-            if result.pos_mask.any():
-                matched = gt.bboxes[result.gt_index[result.pos_mask] - 1]
-                targets[result.pos_mask] = matched if self.reg_decoded_bbox else \
-                    self.bbox_coder.encode(anchors[result.pos_mask], matched)
-            box_targets.append(targets)
-            pos_masks.append(result.pos_mask)
-        labels, label_weights = torch.stack(labels), torch.stack(label_weights)
-        box_targets, pos_masks = torch.stack(box_targets), torch.stack(pos_masks)
-
-        num_pos = max(mean_over_processes(pos_masks.sum().item(), anchors.device), 1.0)
-        loss_cls = self.loss_cls(cls_flat.reshape(-1, self.num_classes), labels.reshape(-1),
-                                 weight=label_weights.reshape(-1), avg_factor=num_pos)
-        pos_pred = reg_flat[pos_masks]
+    def loss_by_feat(self, cls_scores, bbox_preds, batch_gt_instances, batch_img_metas,
+                     batch_gt_instances_ignore=None) -> dict[str, torch.Tensor]:
+        anchors = self.grid_priors(cls_scores)
+        cls_flat = self.flatten_levels(cls_scores, self.num_classes)  # (B, N, C)
+        reg_flat = self.flatten_levels(bbox_preds, 4)  # (B, N, 4)
+        targets = self.get_targets(anchors, batch_gt_instances, batch_img_metas,
+                                   batch_gt_instances_ignore)
+        loss_cls = self.loss_cls(cls_flat.reshape(-1, self.num_classes),
+                                 targets.labels.reshape(-1),
+                                 weight=targets.label_weights.reshape(-1),
+                                 avg_factor=targets.avg_factor)
+        pos = targets.pos_mask
+        pos_pred = reg_flat[pos]
         if self.reg_decoded_bbox:
-            pos_anchors = anchors.expand(len(data_samples), -1, -1)[pos_masks]
+            pos_anchors = anchors.expand(len(batch_gt_instances), -1, -1)[pos]
             pos_pred = self.bbox_coder.decode(pos_anchors, pos_pred)
-        loss_bbox = self.loss_bbox(pos_pred, box_targets[pos_masks], avg_factor=num_pos)
-        if pos_pred.numel() == 0:
-            loss_bbox = reg_flat.sum() * 0  # keep the graph connected on empty batches
+        loss_bbox = self.loss_on_positives(self.loss_bbox, pos_pred, targets.bbox_targets[pos],
+                                           targets.avg_factor, reg_flat)
         return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
 
     @torch.no_grad()
-    def predict(self, feats, data_samples) -> list[InstanceData]:
+    def predict_by_feat(self, cls_scores, bbox_preds, batch_img_metas,
+                        cfg: dict | None = None) -> list[InstanceData]:
         """Per image: sigmoid scores, ``nms_pre`` best per level above ``score_thr``, decode,
         class-aware NMS. Boxes are in the input (resized) frame, clipped to ``img_shape``."""
-        cls_scores, bbox_preds = self(feats)
-        per_level_anchors = self.anchor_generator.grid_anchors(
+        cfg = dict(self.test_cfg, **(cfg or {}))
+        per_level_anchors = self.prior_generator.grid_anchors(
             [tuple(m.shape[-2:]) for m in cls_scores], device=cls_scores[0].device)
-        cfg = self.test_cfg
         results = []
-        for b, sample in enumerate(data_samples):
+        for b, meta in enumerate(batch_img_metas):
             boxes, scores, labels = [], [], []
             for anchors, cls_map, reg_map in zip(per_level_anchors, cls_scores, bbox_preds):
                 level_scores = cls_map[b].permute(1, 2, 0).reshape(-1, self.num_classes).sigmoid()
@@ -170,7 +128,7 @@ class RetinaHead(nn.Module):
                 s, idx, lab = select_topk_candidates(level_scores, cfg['score_thr'],
                                                      cfg['nms_pre'])
                 boxes.append(self.bbox_coder.decode(anchors[idx], level_deltas[idx],
-                                                    max_shape=sample.img_shape))
+                                                    max_shape=meta['img_shape']))
                 scores.append(s)
                 labels.append(lab)
             results.append(nms_instances(torch.cat(boxes), torch.cat(scores), torch.cat(labels),

@@ -26,10 +26,11 @@ from torch import Tensor, nn
 
 from toolbox.models.loss_utils import weight_reduce_loss
 from toolbox.registry import MODELS
+from toolbox.structures import IGNORE_INDEX
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, class_weight: Tensor | None = None,
-                  ignore_index: int = -100) -> Tensor:
+                  ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Element-wise softmax cross-entropy.
 
     Args:
@@ -64,7 +65,8 @@ class CrossEntropyLoss(nn.Module):
         loss_name: key of the loss in a head's loss dict (must start with ``loss_``).
     """
 
-    def __init__(self, class_weight: Sequence[float] | None = None, ignore_index: int = 255,
+    def __init__(self, class_weight: Sequence[float] | None = None,
+                 ignore_index: int = IGNORE_INDEX,
                  avg_non_ignore: bool = True, reduction: str = 'mean', loss_weight: float = 1.0,
                  loss_name: str = 'loss_ce'):
         super().__init__()
@@ -106,7 +108,7 @@ class BalancedSoftmaxLoss(nn.Module):
     """
 
     def __init__(self, class_counts: Sequence[int] | None = None,
-                 count_key: str = 'pixel_counts', ignore_index: int = 255,
+                 count_key: str = 'pixel_counts', ignore_index: int = IGNORE_INDEX,
                  avg_non_ignore: bool = True, reduction: str = 'mean', loss_weight: float = 1.0,
                  loss_name: str = 'loss_balanced_softmax'):
         super().__init__()

@@ -1,44 +1,19 @@
 """Feature Pyramid Network (Lin et al. 2017) with mmdet's semantics and parameter names.
 
-Keys are ``lateral_convs.{i}.conv.*`` and ``fpn_convs.{i}.conv.*`` (norms, when configured, are
-``.bn`` / ``.gn`` as in mmcv's ConvModule), so mmdet FPN checkpoints load without renaming.
+Every conv is an mmcv ``ConvModule`` without activation, so keys are ``lateral_convs.{i}.conv.*``
+and ``fpn_convs.{i}.conv.*`` (norms, when configured, ``.bn`` / ``.gn``) and mmdet FPN
+checkpoints load without renaming.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch.nn.functional as F
+from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from toolbox.models.layers import build_norm_layer
+from toolbox.models.layers import resolve_norm_cfg
 from toolbox.registry import MODELS
-
-
-class ConvNormAct(nn.Module):
-    """Conv2d, then an optional norm and an optional ReLU (a minimal mmcv ``ConvModule``).
-
-    The conv is ``self.conv``; the norm is ``self.bn`` or ``self.gn`` (mmcv's names). The conv
-    has a bias only when there is no norm.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, norm_cfg: dict | None = None, act: bool = False):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=padding, bias=norm_cfg is None)
-        self.norm_name = None
-        if norm_cfg is not None:
-            self.norm_name, norm = build_norm_layer(norm_cfg, out_channels)
-            self.add_module(self.norm_name, norm)
-        self.act = nn.ReLU(inplace=True) if act else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
-        if self.norm_name is not None:
-            x = getattr(self, self.norm_name)(x)
-        if self.act is not None:
-            x = self.act(x)
-        return x
 
 
 @MODELS.register_module()
@@ -70,8 +45,9 @@ class FPN(nn.Module):
         relu_before_extra_convs: apply ReLU before the 2nd and later extra convs.
         upsample_cfg: ``F.interpolate`` keywords for the top-down path. Without
             ``scale_factor``, the coarser map is resized to the finer map's size.
-        norm_cfg: norm config for every conv (see ``build_norm_layer``); ``None`` means convs
-            with bias and no norm.
+        norm_cfg: norm config for every conv (see
+            :func:`toolbox.models.layers.build_norm_layer`); ``None`` means convs with bias and
+            no norm (with a norm the convs have no bias).
         in_strides: strides of the input levels; when given, ``self.strides`` declares the
             stride of each output.
     """
@@ -121,30 +97,33 @@ class FPN(nn.Module):
         self.relu_before_extra_convs = relu_before_extra_convs
         self.upsample_cfg = dict(upsample_cfg or dict(mode='nearest'))
 
+        if norm_cfg is not None:
+            norm_cfg = resolve_norm_cfg(norm_cfg, spatial_dims=2)
         self.lateral_convs = nn.ModuleList()
         self.fpn_convs = nn.ModuleList()
         for i in range(start_level, backbone_end_level):
-            self.lateral_convs.append(ConvNormAct(in_channels[i], out_channels, 1,
-                                                  norm_cfg=norm_cfg))
-            self.fpn_convs.append(ConvNormAct(out_channels, out_channels, 3, padding=1,
-                                              norm_cfg=norm_cfg))
+            self.lateral_convs.append(ConvModule(in_channels[i], out_channels, 1,
+                                                 norm_cfg=norm_cfg, act_cfg=None))
+            self.fpn_convs.append(ConvModule(out_channels, out_channels, 3, padding=1,
+                                             norm_cfg=norm_cfg, act_cfg=None))
         num_used = backbone_end_level - start_level
         if add_extra_convs:
             for i in range(num_outs - num_used):
                 extra_in = in_channels[backbone_end_level - 1] \
                     if i == 0 and add_extra_convs == 'on_input' else out_channels
-                self.fpn_convs.append(ConvNormAct(extra_in, out_channels, 3, stride=2,
-                                                  padding=1, norm_cfg=norm_cfg))
+                self.fpn_convs.append(ConvModule(extra_in, out_channels, 3, stride=2, padding=1,
+                                                 norm_cfg=norm_cfg, act_cfg=None))
 
         self.out_channels = (out_channels,) * num_outs
         if in_strides is not None:
             used = list(in_strides[start_level:backbone_end_level])
             extra = [used[-1] * 2 ** (k + 1) for k in range(num_outs - num_used)]
             self.strides = tuple(used + extra)
-        self._init_weights()
+        self.reset_parameters()
 
-    def _init_weights(self) -> None:
-        """mmdet's FPN init: Xavier-uniform conv weights, zero biases."""
+    def reset_parameters(self) -> None:
+        """mmdet's FPN init: Xavier-uniform conv weights, zero biases (replacing the Kaiming
+        init each ConvModule gives itself at construction)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)

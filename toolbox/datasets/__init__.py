@@ -1,3 +1,4 @@
+from .class_counts import check_class_counts_support, dataset_class_counts
 from .demo import make_demo_dataset
 from .detection import AnnotationError, CocoDataset, DetectionDataset, VOCDataset
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
@@ -5,4 +6,4 @@ from .segmentation import BaseSegDataset, CamVidDataset, FolderSegDataset, VOCSe
 
 __all__ = ['DetectionDataset', 'CocoDataset', 'VOCDataset', 'AnnotationError',
            'make_demo_dataset', 'BaseSegDataset', 'VOCSegDataset', 'CamVidDataset',
-           'FolderSegDataset']
+           'FolderSegDataset', 'dataset_class_counts', 'check_class_counts_support']

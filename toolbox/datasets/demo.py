@@ -19,6 +19,8 @@ import os.path as osp
 import cv2
 import numpy as np
 
+from toolbox.structures import box_areas, xyxy_to_xywh
+
 DEMO_CLASSES = ('circle', 'square', 'triangle')
 
 
@@ -107,10 +109,11 @@ def make_demo_dataset(root: str, num_train: int = 240, num_val: int = 60, img_si
             image_id = len(images) + 1
             images.append(dict(id=image_id, file_name=f'{name}.jpg', width=img_size,
                                height=img_size))
-            for box, label in zip(boxes, labels):
-                w, h = box[2] - box[0], box[3] - box[1]
+            xyxy = np.array(boxes, np.float64).reshape(-1, 4)
+            for box, area, label in zip(xyxy_to_xywh(xyxy).tolist(), box_areas(xyxy).tolist(),
+                                        labels):
                 annotations.append(dict(id=ann_id, image_id=image_id, category_id=label + 1,
-                                        bbox=[box[0], box[1], w, h], area=w * h, iscrowd=0))
+                                        bbox=box, area=area, iscrowd=0))
                 ann_id += 1
             with open(osp.join(root, 'voc', 'Annotations', f'{name}.xml'), 'w') as f:
                 f.write(_voc_xml(name, img_size, boxes, labels))

@@ -26,6 +26,9 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from toolbox.registry import DATASETS
+from toolbox.structures import voc_to_xyxy, xywh_to_xyxy
+
+from .class_counts import check_repeats
 
 
 class AnnotationError(ValueError):
@@ -62,24 +65,38 @@ class DetectionDataset(BaseDataset):
         """Contiguous labels present in image ``idx`` (used by class-aware samplers)."""
         return sorted({i['bbox_label'] for i in self.get_data_info(idx)['instances']})
 
-    def class_counts(self) -> dict[str, np.ndarray]:
-        """Per-class statistics over the (filtered) dataset, cached after the first call.
+    def class_counts(self, repeats=None) -> dict[str, np.ndarray]:
+        """Per-class statistics over the (filtered) dataset, counting non-ignored boxes; used by
+        class-frequency-aware losses (balanced softmax, EQL).
 
-        Returns ``dict(instance_counts=(C,), image_counts=(C,), num_images=int)`` counting
-        non-ignored boxes; used by class-frequency-aware losses (balanced softmax, EQL).
+        Args:
+            repeats: (N,) how many times each image is drawn (a ``ClassBalancedDataset``'s
+                oversampling, see :func:`toolbox.datasets.dataset_class_counts`); ``None``:
+                once each, and the result is cached after the first call.
+
+        Returns:
+            ``dict(instance_counts=(C,) int64, image_counts=(C,) int64, num_images=int)``:
+            boxes of each class, images containing it, images; each image weighted by its
+            repeat count.
         """
+        if repeats is not None:
+            return self._count_classes(check_repeats(repeats, len(self), type(self).__name__))
         if getattr(self, '_class_counts', None) is None:
-            num_classes = len(self.metainfo['classes'])
-            instance_counts = np.zeros(num_classes, dtype=np.int64)
-            image_counts = np.zeros(num_classes, dtype=np.int64)
-            for idx in range(len(self)):
-                labels = [i['bbox_label'] for i in self.get_data_info(idx)['instances']
-                          if not i['ignore_flag']]
-                np.add.at(instance_counts, labels, 1)
-                np.add.at(image_counts, sorted(set(labels)), 1)
-            self._class_counts = dict(instance_counts=instance_counts,
-                                      image_counts=image_counts, num_images=len(self))
+            self._class_counts = self._count_classes(np.ones(len(self), np.int64))
         return self._class_counts
+
+    def _count_classes(self, repeats: np.ndarray) -> dict[str, np.ndarray]:
+        num_classes = len(self.metainfo['classes'])
+        labels_of = [[i['bbox_label'] for i in self.get_data_info(idx)['instances']
+                      if not i['ignore_flag']] for idx in range(len(self))]
+        labels = np.array([lab for labs in labels_of for lab in labs], dtype=np.int64)
+        image_idx = np.repeat(np.arange(len(self)), [len(labs) for labs in labels_of])
+        instance_counts = np.bincount(labels, weights=repeats[image_idx], minlength=num_classes)
+        present = np.unique(image_idx * num_classes + labels)  # distinct (image, class) pairs
+        image_counts = np.bincount(present % num_classes, weights=repeats[present // num_classes],
+                                   minlength=num_classes)
+        return dict(instance_counts=instance_counts.astype(np.int64),
+                    image_counts=image_counts.astype(np.int64), num_images=int(repeats.sum()))
 
 
 def _require(mapping, field, where):
@@ -133,6 +150,7 @@ class CocoDataset(DetectionDataset):
                 _require(img, field, where)
 
         skipped = Counter()
+        kept = []  # (image_id, [x, y, w, h], label, ignore_flag) of the boxes kept
         for k, ann in enumerate(coco.get('annotations', [])):
             where = f'{ann_file}: annotations[{k}]'
             image_id = _require(ann, 'image_id', where)
@@ -146,9 +164,14 @@ class CocoDataset(DetectionDataset):
             if w <= 0 or h <= 0:
                 skipped['degenerate box (w or h <= 0)'] += 1
                 continue
-            instances_of[image_id].append(dict(
-                bbox=[float(x), float(y), float(x + w), float(y + h)],
-                bbox_label=cat_to_label[cat_id], ignore_flag=int(bool(ann.get('iscrowd', 0)))))
+            kept.append((image_id, (x, y, w, h), cat_to_label[cat_id],
+                         int(bool(ann.get('iscrowd', 0)))))
+        # float64: x + w exactly as Python computes it; LoadAnnotations makes float32 later
+        boxes = xywh_to_xyxy(np.array([box for _, box, _, _ in kept],
+                                      dtype=np.float64).reshape(-1, 4)).tolist()
+        for (image_id, _, label, ignore_flag), bbox in zip(kept, boxes):
+            instances_of[image_id].append(dict(bbox=bbox, bbox_label=label,
+                                               ignore_flag=ignore_flag))
         self.skip_counts = dict(skipped)
         for reason, count in skipped.items():
             print_log(f'{ann_file}: skipped {count} annotations: {reason}', logger='current',
@@ -209,7 +232,7 @@ class VOCDataset(DetectionDataset):
             raise AnnotationError(f'{xml_path}: missing field size/width or size/height')
         width, height = int(float(size.find('width').text)), int(float(size.find('height').text))
         skipped = Counter()
-        instances = []
+        kept = []  # (VOC [xmin, ymin, xmax, ymax], label, ignore_flag) of the objects kept
         for k, obj in enumerate(root.findall('object')):
             name = obj.findtext('name', default='').strip()
             if name not in label_of:
@@ -228,7 +251,8 @@ class VOCDataset(DetectionDataset):
                           f'skipped', logger='current', level=logging.WARNING)
                 continue
             difficult = obj.findtext('difficult', default='0').strip()
-            x1, y1, x2, y2 = coords[0] - 1, coords[1] - 1, coords[2], coords[3]
-            instances.append(dict(bbox=[x1, y1, x2, y2], bbox_label=label_of[name],
-                                  ignore_flag=int(difficult == '1')))
+            kept.append((coords, label_of[name], int(difficult == '1')))
+        boxes = voc_to_xyxy(np.array([c for c, _, _ in kept], np.float64).reshape(-1, 4))
+        instances = [dict(bbox=bbox, bbox_label=label, ignore_flag=ignore_flag)
+                     for bbox, (_, label, ignore_flag) in zip(boxes.tolist(), kept)]
         return dict(width=width, height=height, instances=instances), skipped

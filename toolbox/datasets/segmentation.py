@@ -5,9 +5,10 @@ Every sample becomes a ``data_info`` dict::
     dict(img_id, img_path, seg_map_path, label_map)
 
 ``seg_map_path`` is a single-channel PNG whose values are class indices ``0..C-1`` and
-``ignore_index`` (255) for pixels that count nowhere. ``label_map`` (``{old: new}`` or ``None``)
-remaps raw values at load time, e.g. CamVid's void class 11 -> 255; the pipeline's
-:class:`~toolbox.datasets.transforms.RemapLabels` applies it right after ``LoadAnnotations``.
+``ignore_index`` (``IGNORE_INDEX``, 255) for pixels that count nowhere. ``label_map``
+(``{old: new}`` or ``None``) remaps raw values at load time, e.g. CamVid's void class 11 ->
+255; the pipeline's :class:`~toolbox.datasets.transforms.RemapLabels` applies it right after
+``LoadAnnotations``.
 
 ``data_prefix`` uses mmseg's keys: ``dict(img_path='...', seg_map_path='...')``, both joined
 with ``data_root``.
@@ -24,7 +25,9 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from toolbox.registry import DATASETS
+from toolbox.structures import IGNORE_INDEX
 
+from .class_counts import check_repeats
 from .transforms.seg_transforms import apply_label_map
 
 
@@ -47,7 +50,7 @@ class BaseSegDataset(BaseDataset):
     METAINFO: dict = dict(classes=(), palette=())
 
     def __init__(self, img_suffix: str = '.jpg', seg_map_suffix: str = '.png',
-                 ignore_index: int = 255, label_map: dict | None = None, **kwargs):
+                 ignore_index: int = IGNORE_INDEX, label_map: dict | None = None, **kwargs):
         self.img_suffix = img_suffix
         self.seg_map_suffix = seg_map_suffix
         self.ignore_index = ignore_index
@@ -102,35 +105,47 @@ class BaseSegDataset(BaseDataset):
         return [dict(img_id=img_id, img_path=img, seg_map_path=seg, label_map=self.label_map)
                 for img_id, img, seg in samples]
 
-    def class_counts(self) -> dict[str, np.ndarray]:
-        """Pixel statistics of the (label-mapped) maps, computed once and cached.
+    def class_counts(self, repeats=None) -> dict[str, np.ndarray]:
+        """Pixel statistics of the (label-mapped) maps; used by class-frequency-aware losses
+        (balanced softmax).
 
-        Returns ``dict(pixel_counts=(C,), image_counts=(C,), num_images=int)``: the number of
-        pixels of each class (ignored pixels excluded) and of images containing it; used by
-        class-frequency-aware losses (balanced softmax). A value outside ``0..C-1`` other than
-        ``ignore_index`` raises ``ValueError`` naming the file.
+        Args:
+            repeats: (N,) how many times each image is drawn (a dataset wrapper's
+                oversampling, see :func:`toolbox.datasets.dataset_class_counts`); ``None``:
+                once each, and the result is cached after the first call.
+
+        Returns:
+            ``dict(pixel_counts=(C,) int64, image_counts=(C,) int64, num_images=int)``: the
+            number of pixels of each class (ignored pixels excluded), of images containing it,
+            and of images; each image weighted by its repeat count. A value outside
+            ``0..C-1`` other than ``ignore_index`` raises ``ValueError`` naming the file.
         """
+        if repeats is not None:
+            return self._count_pixels(check_repeats(repeats, len(self), type(self).__name__))
         if getattr(self, '_class_counts', None) is None:
-            num_classes = len(self.metainfo['classes'])
-            pixel_counts = np.zeros(num_classes, dtype=np.int64)
-            image_counts = np.zeros(num_classes, dtype=np.int64)
-            for idx in range(len(self)):
-                path = self.get_data_info(idx)['seg_map_path']
-                seg = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-                if seg is None or seg.ndim != 2:
-                    raise OSError(f'cannot read {path!r} as a single-channel class map')
-                values = np.bincount(apply_label_map(seg, self.label_map).ravel(),
-                                     minlength=num_classes)
-                bad = np.flatnonzero(values[num_classes:])
-                bad = [int(v) + num_classes for v in bad if v + num_classes != self.ignore_index]
-                if bad:
-                    raise ValueError(f'{path}: values {bad} are neither classes 0..'
-                                     f'{num_classes - 1} nor ignore_index {self.ignore_index}')
-                pixel_counts += values[:num_classes]
-                image_counts += values[:num_classes] > 0
-            self._class_counts = dict(pixel_counts=pixel_counts, image_counts=image_counts,
-                                      num_images=len(self))
+            self._class_counts = self._count_pixels(np.ones(len(self), np.int64))
         return self._class_counts
+
+    def _count_pixels(self, repeats: np.ndarray) -> dict[str, np.ndarray]:
+        num_classes = len(self.metainfo['classes'])
+        pixel_counts = np.zeros(num_classes, dtype=np.int64)
+        image_counts = np.zeros(num_classes, dtype=np.int64)
+        for idx in np.flatnonzero(repeats):
+            path = self.get_data_info(int(idx))['seg_map_path']
+            seg = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if seg is None or seg.ndim != 2:
+                raise OSError(f'cannot read {path!r} as a single-channel class map')
+            values = np.bincount(apply_label_map(seg, self.label_map).ravel(),
+                                 minlength=num_classes)
+            bad = np.flatnonzero(values[num_classes:])
+            bad = [int(v) + num_classes for v in bad if v + num_classes != self.ignore_index]
+            if bad:
+                raise ValueError(f'{path}: values {bad} are neither classes 0..'
+                                 f'{num_classes - 1} nor ignore_index {self.ignore_index}')
+            pixel_counts += repeats[idx] * values[:num_classes]
+            image_counts += repeats[idx] * (values[:num_classes] > 0)
+        return dict(pixel_counts=pixel_counts, image_counts=image_counts,
+                    num_images=int(repeats.sum()))
 
 
 VOC_SEG_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
@@ -219,7 +234,7 @@ class CamVidDataset(BaseSegDataset):
     VOID = 11
 
     def __init__(self, **kwargs):
-        kwargs.setdefault('label_map', {self.VOID: 255})
+        kwargs.setdefault('label_map', {self.VOID: IGNORE_INDEX})
         super().__init__(img_suffix='.jpg', seg_map_suffix='.png', **kwargs)
 
 

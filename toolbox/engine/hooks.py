@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from toolbox.datasets.class_counts import check_class_counts_support, dataset_class_counts
 from toolbox.engine.runner import to_safe_types
 from toolbox.registry import HOOKS
 
@@ -45,20 +46,27 @@ class RNGStateHook(Hook):
 
 @HOOKS.register_module()
 class ClassCountsHook(Hook):
-    """Before training, pass ``runner.train_dataloader.dataset.class_counts()`` to every module
-    of the model that has ``set_class_counts`` (e.g. :class:`BalancedSoftmaxLoss`).
+    """Before training, pass the class counts of the training dataset to every module of the
+    model that has ``set_class_counts`` (e.g. :class:`BalancedSoftmaxLoss`).
 
-    The dataset must provide ``class_counts()`` (the toolbox's detection and segmentation
-    datasets do; dataset wrappers do not, which raises an error naming the dataset type).
+    The counts are :func:`toolbox.datasets.dataset_class_counts` of
+    ``runner.train_dataloader.dataset``: a plain dataset's ``class_counts()``, the sum over the
+    parts of a ``ConcatDataset`` (VOC07+12), and what one epoch draws through ``RepeatDataset``
+    / ``ClassBalancedDataset`` (oversampled images count as often as the loader yields them,
+    so a frequency-aware loss compensates the distribution it is trained on, not the one
+    before resampling). A dataset without ``class_counts()`` raises ``TypeError`` naming its
+    class; parts with different ``metainfo['classes']`` raise ``ValueError``; both are checked
+    before anything is counted.
     """
 
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
         dataset = runner.train_dataloader.dataset
-        if not hasattr(dataset, 'class_counts'):
-            raise TypeError(f'ClassCountsHook: the training dataset {type(dataset).__name__} has '
-                            f'no class_counts()')
+        try:
+            check_class_counts_support(dataset)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f'ClassCountsHook: {exc}') from exc
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         targets = [(name, m) for name, m in model.named_modules()
                    if hasattr(m, 'set_class_counts')]
@@ -66,7 +74,7 @@ class ClassCountsHook(Hook):
             print_log('ClassCountsHook: no module of the model takes class counts',
                       logger='current')
             return
-        counts = dataset.class_counts()
+        counts = dataset_class_counts(dataset)
         for name, module in targets:
             module.set_class_counts(counts)
         print_log(f'ClassCountsHook: class counts of {type(dataset).__name__} set in '

@@ -30,6 +30,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from toolbox.registry import METRICS
+from toolbox.structures import box_areas, xyxy_to_xywh
 from .voc_metric import as_numpy, format_table, instances_dict
 
 BACKENDS = ('faster_coco_eval', 'pycocotools')
@@ -331,8 +332,7 @@ class CocoMetric(BaseMetric):
             if labels.size and (labels.min() < 0 or labels.max() >= len(cat_lut)):
                 raise ValueError(f'image {img_id}: predicted labels must be in '
                                  f'[0, {len(cat_lut)}), got max {labels.max()}')
-            boxes = result['bboxes'].astype(np.float64)
-            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+            xywh = xyxy_to_xywh(result['bboxes'].astype(np.float64))
             dets.extend({'image_id': img_id, 'bbox': box, 'score': score, 'category_id': cat}
                         for box, score, cat in zip(xywh.tolist(),
                                                    result['scores'].astype(np.float64).tolist(),
@@ -355,9 +355,7 @@ class CocoMetric(BaseMetric):
                 if labels.size and (labels.min() < 0 or labels.max() >= len(cat_lut)):
                     raise ValueError(f'image {img_id}: {key} labels must be in '
                                      f'[0, {len(cat_lut)}), got max {labels.max()}')
-                wh = boxes[:, 2:] - boxes[:, :2]
-                xywh = np.concatenate([boxes[:, :2], wh], axis=1)
-                for box, area, cat in zip(xywh.tolist(), (wh[:, 0] * wh[:, 1]).tolist(),
+                for box, area, cat in zip(xyxy_to_xywh(boxes).tolist(), box_areas(boxes).tolist(),
                                           cat_lut[labels].tolist()):
                     annotations.append({'id': len(annotations) + 1, 'image_id': img_id,
                                         'category_id': cat, 'bbox': box, 'area': area,

@@ -23,10 +23,11 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from toolbox.registry import METRICS
+from toolbox.structures import IGNORE_INDEX
 
 
 def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
-                     ignore_index: int = 255) -> torch.Tensor:
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """(C, C) int64 confusion matrix, rows = ground truth, columns = prediction.
 
     Args:
@@ -103,7 +104,7 @@ class IoUMetric(BaseMetric):
 
     default_prefix = ''  # keys are 'mIoU', 'IoU.<class>', ... (no 'prefix/')
 
-    def __init__(self, ignore_index: int = 255, num_classes: int | None = None,
+    def __init__(self, ignore_index: int = IGNORE_INDEX, num_classes: int | None = None,
                  per_class: bool = True, collect_device: str = 'cpu', prefix: str | None = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.ignore_index = ignore_index

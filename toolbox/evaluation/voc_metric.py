@@ -22,6 +22,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from toolbox.registry import METRICS
+from toolbox.structures import box_iou
 
 AP_MODES = ('area', '11points')
 
@@ -36,16 +37,8 @@ def bbox_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     Returns:
         (N, M) float64 array; a pair whose union is empty (two degenerate boxes) has IoU 0.
     """
-    boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
-    boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = np.clip(bottom_right - top_left, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return box_iou(np.asarray(boxes1, dtype=np.float64).reshape(-1, 4),
+                   np.asarray(boxes2, dtype=np.float64).reshape(-1, 4))
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, mode: str = 'area') -> float:

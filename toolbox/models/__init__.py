@@ -1,4 +1,4 @@
-from . import detectors, layers, task_utils  # noqa: F401  (registers compositions and utilities)
+from . import bases, detectors, layers, task_utils  # noqa: F401  (registers compositions and utilities)
 from . import segmentors  # noqa: F401  (registers the segmentors)
 from .data_preprocessor import DataPreprocessor
 

@@ -4,6 +4,7 @@ from mmengine.model import ImgDataPreprocessor
 from mmengine.structures import PixelData
 
 from toolbox.registry import MODELS
+from toolbox.structures import IGNORE_INDEX
 
 
 @MODELS.register_module()
@@ -20,11 +21,11 @@ class DataPreprocessor(ImgDataPreprocessor):
         bgr_to_rgb: images are loaded as BGR by OpenCV; ImageNet statistics are RGB.
         pad_size_divisor: pad H and W up to a multiple of this (e.g. 32 for an FPN).
         pad_value: value of padded image pixels (after normalisation).
-        seg_pad_value: value of padded segmentation pixels.
+        seg_pad_value: value of padded segmentation pixels (``IGNORE_INDEX``, 255).
     """
 
     def __init__(self, mean=None, std=None, bgr_to_rgb=False, pad_size_divisor=1, pad_value=0,
-                 seg_pad_value=255, non_blocking=False):
+                 seg_pad_value=IGNORE_INDEX, non_blocking=False):
         super().__init__(mean=mean, std=std, pad_size_divisor=pad_size_divisor,
                          pad_value=pad_value, bgr_to_rgb=bgr_to_rgb, non_blocking=non_blocking)
         self.seg_pad_value = seg_pad_value

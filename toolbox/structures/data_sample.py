@@ -7,12 +7,18 @@ Built on ``mmengine.structures`` as OpenMMLab users expect. Fields:
   rescaled to the original image by the detector); ``labels`` int64 (N,), 0-based contiguous
   class indices; ``scores`` float32 (N,) for predictions.
 * ``ignored_instances`` (:class:`InstanceData`): boxes marked ``difficult``/``iscrowd``.
-* ``gt_sem_seg`` / ``pred_sem_seg`` (:class:`PixelData`): ``data`` int64 (1, H, W) class map.
+* ``gt_sem_seg`` / ``pred_sem_seg`` (:class:`PixelData`): ``data`` int64 (1, H, W) class map;
+  ground-truth pixels equal to :data:`IGNORE_INDEX` (255) count in no loss and no metric.
 * metainfo: ``img_id``, ``img_path``, ``ori_shape`` (h, w), ``img_shape`` (h, w) after resize,
   ``scale_factor`` (w_scale, h_scale), ``flip``, ``flip_direction``, ``pad_shape``,
   ``batch_input_shape``.
 """
 from mmengine.structures import BaseDataElement, InstanceData, PixelData
+
+#: Segmentation label of pixels that count nowhere (object boundaries, void, padding). The
+#: default of every ``ignore_index`` / ``seg_pad_val`` in the toolbox; 255 is the VOC / mmseg
+#: convention and fits a uint8 PNG.
+IGNORE_INDEX = 255
 
 
 class DataSample(BaseDataElement):

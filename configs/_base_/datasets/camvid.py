@@ -34,5 +34,5 @@ val_dataloader = dict(
                  data_prefix=dict(img_path='val', seg_map_path='valannot'),
                  test_mode=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', ignore_index=255)
+val_evaluator = dict(type='IoUMetric')  # ignore_index: IGNORE_INDEX (255)
 test_evaluator = val_evaluator

@@ -6,10 +6,9 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=dict(type='DataPreprocessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_value=0,
-                           seg_pad_value=255),
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_value=0),
     backbone=dict(type='ResNet', depth=50, out_indices=(0, 1, 2, 3), strides=(1, 2, 1, 1),
-                  dilations=(1, 1, 2, 4), norm_layer=norm_cfg, style='pytorch'),
+                  dilations=(1, 1, 2, 4), norm_cfg=norm_cfg, style='pytorch'),
     decode_head=dict(type='DepthwiseSeparableASPPHead', in_channels=2048, in_index=3,
                      c1_in_channels=256, c1_in_index=0, c1_channels=48, channels=256,
                      dilations=(12, 24, 36), separable=True, dropout_ratio=0.1, num_classes=21,

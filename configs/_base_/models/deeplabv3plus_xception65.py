@@ -6,10 +6,9 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=dict(type='DataPreprocessor', mean=[127.5, 127.5, 127.5],
-                           std=[127.5, 127.5, 127.5], bgr_to_rgb=True, pad_value=0,
-                           seg_pad_value=255),
+                           std=[127.5, 127.5, 127.5], bgr_to_rgb=True, pad_value=0),
     backbone=dict(type='AlignedXception', depth=65, output_stride=16, out_indices=(1, 4),
-                  norm_layer=dict(type='BN', eps=1e-3, requires_grad=True)),
+                  norm_cfg=dict(type='BN', eps=1e-3, requires_grad=True)),
     decode_head=dict(type='DepthwiseSeparableASPPHead', in_channels=2048, in_index=1,
                      c1_in_channels=256, c1_in_index=0, c1_channels=48, channels=256,
                      dilations=(6, 12, 18), separable=True, dropout_ratio=0.1, num_classes=21,

@@ -6,9 +6,13 @@ model = dict(
                            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=64),
     backbone=dict(type='RefineDetResNet', depth=101, extra_planes=128, frozen_stages=1,
                   norm_eval=True, style='pytorch'),
+    # the transfer connection blocks are the neck; the head reads both the backbone sources (ARM)
+    # and the neck's outputs (ODM)
+    neck=dict(type='TCB', in_channels=(512, 1024, 2048, 512), out_channels=256,
+              in_strides=(8, 16, 32, 64)),
     bbox_head=dict(
         type='RefineDetHead', num_classes=80, in_channels=(512, 1024, 2048, 512),
-        tcb=dict(type='TCB', out_channels=256),
+        feat_channels=256,
         anchor_generator=dict(type='AnchorGenerator', strides=[8, 16, 32, 64],
                               base_sizes=[32, 64, 128, 256], scales=[1.0],
                               ratios=[1.0, 0.5, 2.0], center_offset=0.5),

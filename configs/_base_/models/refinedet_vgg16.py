@@ -7,9 +7,13 @@ model = dict(
                            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=64),
     backbone=dict(type='VGG', stage_channels=(64, 128, 256, 512, 512), fc_channels=1024,
                   extra_channels=(256, 512), fc6_dilation=3, l2_norm_scales=(10.0, 8.0)),
+    # the transfer connection blocks are the neck; the head reads both the backbone sources (ARM)
+    # and the neck's outputs (ODM)
+    neck=dict(type='TCB', in_channels=(512, 512, 1024, 512), out_channels=256,
+              in_strides=(8, 16, 32, 64)),
     bbox_head=dict(
         type='RefineDetHead', num_classes=20, in_channels=(512, 512, 1024, 512),
-        tcb=dict(type='TCB', out_channels=256),
+        feat_channels=256,
         anchor_generator=dict(type='AnchorGenerator', strides=[8, 16, 32, 64],
                               base_sizes=[32, 64, 128, 256], scales=[1.0],
                               ratios=[1.0, 0.5, 2.0], center_offset=0.5),

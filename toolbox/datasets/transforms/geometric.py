@@ -8,6 +8,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from toolbox.registry import TRANSFORMS
+from toolbox.structures import FLIP_DIRECTIONS, IGNORE_INDEX, clip_boxes, flip_boxes, scale_boxes
 
 
 def rescale_size(old_wh, scale, keep_ratio: bool):
@@ -32,11 +33,9 @@ def _apply_resize(results, new_w, new_h, interpolation):
     results['img_shape'] = (new_h, new_w)
     old = results.get('scale_factor', (1.0, 1.0))
     results['scale_factor'] = (old[0] * w_scale, old[1] * h_scale)
-    if 'gt_bboxes' in results and len(results['gt_bboxes']):
-        boxes = results['gt_bboxes'] * np.array([w_scale, h_scale, w_scale, h_scale], np.float32)
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, new_w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, new_h)
-        results['gt_bboxes'] = boxes
+    if 'gt_bboxes' in results:
+        results['gt_bboxes'] = clip_boxes(scale_boxes(results['gt_bboxes'], (w_scale, h_scale)),
+                                          (new_h, new_w)).astype(np.float32, copy=False)
     if 'gt_seg_map' in results:
         results['gt_seg_map'] = cv2.resize(results['gt_seg_map'].astype(np.int32), (new_w, new_h),
                                            interpolation=cv2.INTER_NEAREST).astype(np.int64)
@@ -85,12 +84,12 @@ class RandomResize(BaseTransform):
 
 @TRANSFORMS.register_module()
 class RandomFlip(BaseTransform):
-    """Flip horizontally (or vertically) with probability ``prob``; sets ``flip`` and
-    ``flip_direction``."""
+    """Flip horizontally, vertically or both (``'diagonal'``) with probability ``prob``; sets
+    ``flip`` and ``flip_direction``."""
 
     def __init__(self, prob: float = 0.5, direction: str = 'horizontal'):
-        if direction not in ('horizontal', 'vertical'):
-            raise ValueError(f"direction must be 'horizontal' or 'vertical', got {direction!r}")
+        if direction not in FLIP_DIRECTIONS:
+            raise ValueError(f'direction must be one of {FLIP_DIRECTIONS}, got {direction!r}')
         self.prob = prob
         self.direction = direction
 
@@ -100,16 +99,11 @@ class RandomFlip(BaseTransform):
         results['flip_direction'] = self.direction if flip else None
         if not flip:
             return results
-        axis = 1 if self.direction == 'horizontal' else 0
+        axis = {'horizontal': 1, 'vertical': 0, 'diagonal': (0, 1)}[self.direction]
         results['img'] = np.ascontiguousarray(np.flip(results['img'], axis=axis))
-        h, w = results['img'].shape[:2]
-        if 'gt_bboxes' in results and len(results['gt_bboxes']):
-            boxes = results['gt_bboxes'].copy()
-            if axis == 1:
-                boxes[:, [0, 2]] = w - results['gt_bboxes'][:, [2, 0]]
-            else:
-                boxes[:, [1, 3]] = h - results['gt_bboxes'][:, [3, 1]]
-            results['gt_bboxes'] = boxes
+        if 'gt_bboxes' in results:
+            results['gt_bboxes'] = flip_boxes(results['gt_bboxes'], results['img'].shape[:2],
+                                              self.direction).astype(np.float32, copy=False)
         if 'gt_seg_map' in results:
             results['gt_seg_map'] = np.ascontiguousarray(np.flip(results['gt_seg_map'], axis))
         return results
@@ -120,10 +114,11 @@ class Pad(BaseTransform):
     """Pad the bottom/right to ``size = (w, h)`` or to a multiple of ``size_divisor``.
 
     Padding is also done per batch by the data preprocessor; this transform is for pipelines
-    that need a fixed size per sample (e.g. random crops for segmentation).
+    that need a fixed size per sample (e.g. random crops for segmentation). Image pixels are
+    filled with ``pad_val``, ``gt_seg_map`` with ``seg_pad_val`` (``IGNORE_INDEX``, 255).
     """
 
-    def __init__(self, size=None, size_divisor=None, pad_val=0, seg_pad_val=255):
+    def __init__(self, size=None, size_divisor=None, pad_val=0, seg_pad_val=IGNORE_INDEX):
         if (size is None) == (size_divisor is None):
             raise ValueError('Pad needs exactly one of size or size_divisor')
         self.size = size

@@ -9,6 +9,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from toolbox.registry import TRANSFORMS
+from toolbox.structures import IGNORE_INDEX
 
 
 @TRANSFORMS.register_module()
@@ -49,7 +50,8 @@ class LoadAnnotations(BaseTransform):
     Args:
         with_bbox: build ``gt_bboxes``, ``gt_bboxes_labels``, ``gt_ignore_flags``.
         with_seg: read ``results['seg_map_path']`` into ``gt_seg_map`` (H, W) unchanged.
-        reduce_zero_label: for segmentation maps whose 0 means "ignore": 0 -> 255, k -> k - 1.
+        reduce_zero_label: for segmentation maps whose 0 means "ignore" (ADE20K): 0 ->
+            ``IGNORE_INDEX`` (255), k -> k - 1, and ``IGNORE_INDEX`` stays ignored.
     """
 
     def __init__(self, with_bbox: bool = True, with_seg: bool = False,
@@ -77,7 +79,6 @@ class LoadAnnotations(BaseTransform):
                                  f'expected a single-channel class-index image')
             seg = seg.astype(np.int64)
             if self.reduce_zero_label:
-                seg = np.where(seg == 0, 255, seg - 1)
-                seg[seg == 254] = 255
+                seg = np.where((seg == 0) | (seg == IGNORE_INDEX), IGNORE_INDEX, seg - 1)
             results['gt_seg_map'] = seg
         return results

@@ -8,6 +8,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from toolbox.registry import TRANSFORMS
+from toolbox.structures import IGNORE_INDEX
 
 
 def apply_label_map(seg: np.ndarray, label_map: dict | None) -> np.ndarray:
@@ -30,7 +31,7 @@ def apply_label_map(seg: np.ndarray, label_map: dict | None) -> np.ndarray:
 @TRANSFORMS.register_module()
 class RemapLabels(BaseTransform):
     """Remap ``gt_seg_map`` values with the dataset's ``results['label_map']`` (``{old: new}``),
-    e.g. CamVid's void 11 -> 255; put it right after ``LoadAnnotations``.
+    e.g. CamVid's void 11 -> ``IGNORE_INDEX`` (255); put it right after ``LoadAnnotations``.
 
     Args:
         label_map: used instead of the dataset's when given.
@@ -54,14 +55,15 @@ class RandomCrop(BaseTransform):
     """Crop a random ``crop_size = (h, w)`` window from the image and ``gt_seg_map``.
 
     Images smaller than the window along a side keep that side whole (pad afterwards with
-    ``Pad(size=(w, h), seg_pad_val=255)`` if a fixed size is needed). With ``cat_max_ratio < 1``
-    up to 10 windows are drawn, and the first whose most frequent class covers less than
-    ``cat_max_ratio`` of its non-ignored pixels (and which has at least two classes) is kept;
-    if none qualifies, the 10th is used (mmseg's rule). ``img_shape`` is updated; the crop is
-    for segmentation: results with boxes are refused.
+    ``Pad(size=(w, h))``, which fills the map with ``IGNORE_INDEX``, if a fixed size is
+    needed). With ``cat_max_ratio < 1`` up to 10 windows are drawn, and the first whose most
+    frequent class covers less than ``cat_max_ratio`` of its non-ignored pixels (and which has
+    at least two classes) is kept; if none qualifies, the 10th is used (mmseg's rule).
+    ``img_shape`` is updated; the crop is for segmentation: results with boxes are refused.
     """
 
-    def __init__(self, crop_size, cat_max_ratio: float = 1.0, ignore_index: int = 255):
+    def __init__(self, crop_size, cat_max_ratio: float = 1.0,
+                 ignore_index: int = IGNORE_INDEX):
         crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         if len(crop_size) != 2 or min(crop_size) < 1:
             raise ValueError(f'crop_size must be (h, w) of positive ints, got {crop_size}')

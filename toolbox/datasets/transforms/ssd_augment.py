@@ -16,6 +16,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from toolbox.registry import TRANSFORMS
+from toolbox.structures import IGNORE_INDEX, box_iou, clip_boxes, translate_boxes
 
 _BOX_FIELDS = ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags')
 
@@ -31,11 +32,11 @@ class Expand(BaseTransform):
             normalises to zero.
         ratio_range: range of the canvas/image size ratio (1, 4) as in SSD.
         prob: probability of expanding (0.5).
-        seg_pad_val: fill value of ``gt_seg_map`` (the ignore index, 255).
+        seg_pad_val: fill value of ``gt_seg_map`` (``IGNORE_INDEX``, 255).
     """
 
     def __init__(self, mean=(103.53, 116.28, 123.675), ratio_range=(1.0, 4.0), prob: float = 0.5,
-                 seg_pad_val: int = 255):
+                 seg_pad_val: int = IGNORE_INDEX):
         if not 1.0 <= ratio_range[0] <= ratio_range[1]:
             raise ValueError(f'ratio_range must satisfy 1 <= low <= high, got {ratio_range}')
         self.mean = tuple(float(m) for m in mean)
@@ -62,8 +63,8 @@ class Expand(BaseTransform):
         results['img'] = canvas
         results['img_shape'] = (new_h, new_w)
         if 'gt_bboxes' in results:
-            results['gt_bboxes'] = (results['gt_bboxes'] + np.array(
-                [left, top, left, top], np.float32)).astype(np.float32)
+            results['gt_bboxes'] = translate_boxes(results['gt_bboxes'],
+                                                   (left, top)).astype(np.float32, copy=False)
         if 'gt_seg_map' in results:
             seg = np.full((new_h, new_w), self.seg_pad_val, dtype=results['gt_seg_map'].dtype)
             seg[top:top + h, left:left + w] = results['gt_seg_map']
@@ -73,17 +74,6 @@ class Expand(BaseTransform):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(mean={self.mean}, ratio_range={self.ratio_range}, '
                 f'prob={self.prob})')
-
-
-def _iou_patches_boxes(patches: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(P, G) IoU of ``xyxy`` patches (P, 4) and boxes (G, 4)."""
-    lt = np.maximum(patches[:, None, :2], boxes[None, :, :2])
-    rb = np.minimum(patches[:, None, 2:], boxes[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_p = (patches[:, 2:] - patches[:, :2]).prod(-1)
-    area_b = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
-    union = area_p[:, None] + area_b[None, :] - inter
-    return inter / np.maximum(union, 1e-6)
 
 
 @TRANSFORMS.register_module()
@@ -128,7 +118,7 @@ class MinIoURandomCrop(BaseTransform):
         ok = (aspect >= self.aspect_ratio_range[0]) & (aspect <= self.aspect_ratio_range[1])
         ok &= (patches[:, 2] > patches[:, 0]) & (patches[:, 3] > patches[:, 1])
         if len(boxes):
-            ok &= (_iou_patches_boxes(patches.astype(np.float32), boxes) >= min_iou).any(1)
+            ok &= (box_iou(patches.astype(np.float32), boxes) >= min_iou).any(1)
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (G, 2)
             inside = ((centres[None] > patches[:, None, :2]) &
                       (centres[None] < patches[:, None, 2:])).all(-1)  # (P, G)
@@ -159,10 +149,9 @@ class MinIoURandomCrop(BaseTransform):
                 for field in _BOX_FIELDS:
                     if field in results:
                         results[field] = results[field][keep]
-                kept = results['gt_bboxes'].copy()
-                kept[:, 0::2] = np.clip(kept[:, 0::2], x1, x2) - x1
-                kept[:, 1::2] = np.clip(kept[:, 1::2], y1, y2) - y1
-                results['gt_bboxes'] = kept.astype(np.float32)
+                shifted = translate_boxes(results['gt_bboxes'], (-x1, -y1))
+                results['gt_bboxes'] = clip_boxes(shifted, (y2 - y1, x2 - x1)).astype(
+                    np.float32, copy=False)
             if 'gt_seg_map' in results:
                 results['gt_seg_map'] = np.ascontiguousarray(results['gt_seg_map'][y1:y2, x1:x2])
             return results

@@ -1,3 +1,7 @@
-from .single_stage import SingleStageDetector, rescale_to_original
+from .set_prediction import SetPredictionDetector
+from .single_stage import SingleStageDetector
+from .two_stage import TwoStageDetector
+from .utils import attach_predictions, prefix_losses
 
-__all__ = ['SingleStageDetector', 'rescale_to_original']
+__all__ = ['SingleStageDetector', 'TwoStageDetector', 'SetPredictionDetector',
+           'attach_predictions', 'prefix_losses']

@@ -1,3 +1,7 @@
-from .norm import build_norm_layer
+"""Layer glue shared by every plugin (conv / norm / activation bricks themselves come from
+``mmcv.cnn``)."""
+from .norm import (NORM_TYPES, ChannelsFirstLayerNorm, FrozenBatchNormNd, build_norm_layer,
+                   resolve_norm_cfg)
 
-__all__ = ['build_norm_layer']
+__all__ = ['NORM_TYPES', 'ChannelsFirstLayerNorm', 'FrozenBatchNormNd', 'build_norm_layer',
+           'resolve_norm_cfg']

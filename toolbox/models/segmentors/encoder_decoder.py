@@ -31,7 +31,7 @@ class EncoderDecoder(ToolboxModel):
       pipeline flipped the image, and resized bilinearly to ``ori_shape``;
     * ``'tensor'``: the decode head's logits at its own resolution.
 
-    The head contract is in ``toolbox_plugins.decode_heads.deeplab_head``: ``loss(feats, samples)``
+    The head contract is ``toolbox.models.bases.BaseDecodeHead``: ``loss(feats, samples)``
     and ``predict(feats, samples) -> list[PixelData(seg_logits=(C, H_in, W_in))]``.
 
     Args:

@@ -4,6 +4,7 @@ import math
 import torch
 
 from toolbox.registry import TASK_UTILS
+from toolbox.structures.boxes import clip_boxes
 
 
 @TASK_UTILS.register_module()
@@ -42,6 +43,5 @@ class DeltaXYWHBoxCoder:
         w, h = pw * dw.exp(), ph * dh.exp()
         out = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
         if max_shape is not None and self.clip_border:
-            out[..., 0::2] = out[..., 0::2].clamp(0, max_shape[1])
-            out[..., 1::2] = out[..., 1::2].clamp(0, max_shape[0])
+            out = clip_boxes(out, max_shape)
         return out
