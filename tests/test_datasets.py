@@ -153,6 +153,23 @@ def test_albu_crop_drops_boxes_with_their_labels():
     assert out['img'].shape[:2] == (40, 25)
 
 
+def test_albu_repeats_under_the_same_numpy_seed():
+    """albumentations would seed itself from OS entropy; the wrapper draws the seed from
+    numpy's generator, so a seeded run (and each seeded data-loader worker) repeats."""
+    albu = Albu([dict(type='RandomBrightnessContrast', p=1.0),
+                 dict(type='HueSaturationValue', p=1.0)])
+    img = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+
+    def run(seed):
+        np.random.seed(seed)
+        return [albu(dict(img=img.copy()))['img'] for _ in range(3)]
+
+    first, again, other = run(0), run(0), run(1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], first[1])  # successive calls still differ
+    assert not np.array_equal(first[0], other[0])
+
+
 def test_pack_inputs_splits_ignored_and_pad_divisor():
     results = LoadAnnotations()(_results(h=30, w=50))
     results = Pad(size_divisor=16)(results)

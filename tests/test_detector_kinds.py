@@ -200,7 +200,8 @@ class _TestSinePositionalEncoding(nn.Module):
         not_mask = (~mask).float()
         y = not_mask.cumsum(1) / (not_mask.cumsum(1)[:, -1:] + 1e-6) * 2 * math.pi
         x = not_mask.cumsum(2) / (not_mask.cumsum(2)[:, :, -1:] + 1e-6) * 2 * math.pi
-        dim_t = 10000 ** (2 * (torch.arange(self.num_feats) // 2) / self.num_feats)
+        dim_t = 10000 ** (2 * (torch.arange(self.num_feats, device=mask.device) // 2)
+                          / self.num_feats)
         pos_x, pos_y = x[..., None] / dim_t, y[..., None] / dim_t
         pos_x = torch.stack([pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()], -1).flatten(3)
         pos_y = torch.stack([pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()], -1).flatten(3)

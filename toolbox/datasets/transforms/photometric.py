@@ -95,6 +95,10 @@ class Albu(BaseTransform):
                       ignore_flags=results.get('gt_ignore_flags', np.zeros(0, bool)))
         if 'gt_seg_map' in results:
             kwargs['mask'] = results['gt_seg_map']
+        # albumentations seeds an unseeded Compose from OS entropy, so a run would not repeat
+        # under the same seed: draw its seed from numpy's generator, which the Runner seeds
+        # (and mmengine's worker_init_fn seeds per data-loader worker)
+        self.pipeline.set_random_seed(int(np.random.randint(2 ** 31)))
         out = self.pipeline(**kwargs)
         results['img'] = out['image']
         results['img_shape'] = out['image'].shape[:2]
