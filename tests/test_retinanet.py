@@ -20,8 +20,9 @@ def _sample(boxes, labels, img_shape=(64, 64), scale_factor=(1.0, 1.0), flip=Fal
                                       scale_factor=scale_factor, flip=flip,
                                       flip_direction='horizontal' if flip else None,
                                       batch_input_shape=img_shape))
-    sample.gt_instances = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                       labels=torch.tensor(labels, dtype=torch.long))
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        labels=torch.tensor(labels, dtype=torch.long))
     return sample
 
 

@@ -28,8 +28,8 @@ from toolbox.evaluation.seg_metric import IoUMetric, confusion_matrix, metrics_f
 from toolbox.registry import MODELS
 from toolbox.structures import DataSample
 from toolbox_plugins.backbones.xception import TIMM_PREFIX_MAP, AlignedXception
-from toolbox_plugins.decode_heads.deeplab_head import (ASPPHead, DepthwiseSeparableASPPHead, FCNHead,
-                                                convert_torchvision_deeplabv3)
+from toolbox_plugins.decode_heads.deeplab_head import (ASPPHead, DepthwiseSeparableASPPHead,
+                                                       FCNHead, convert_torchvision_deeplabv3)
 from toolbox_plugins.losses.cross_entropy import BalancedSoftmaxLoss, CrossEntropyLoss
 
 from .conftest import REPO_ROOT, shared_data

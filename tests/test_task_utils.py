@@ -26,7 +26,8 @@ def test_retinanet_anchor_sizes_and_layout():
 
 def test_center_offset_half_for_ssd_style_anchors():
     gen = AnchorGenerator(strides=[8], ratios=[1.0], scales=[4.0], center_offset=0.5)
-    torch.testing.assert_close(gen.grid_anchors([(1, 1)])[0], torch.tensor([[-12., -12., 20., 20.]]))
+    torch.testing.assert_close(gen.grid_anchors([(1, 1)])[0],
+                               torch.tensor([[-12., -12., 20., 20.]]))
 
 
 def test_coder_encode_decode_round_trip_and_hand_values():

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from toolbox.engine.weights import load_weights
-from toolbox.models.bases import BaseBackbone
+from toolbox.models.bases import BaseBackbone, kaiming_init_conv_norm
 from toolbox.models.layers import build_norm_layer
 from toolbox.registry import MODELS
 
@@ -94,9 +94,7 @@ class RefineDetResNet(BaseBackbone):
 
     def reset_parameters(self) -> None:
         """Kaiming-normal fan-out convs in the extra block (the ResNet initialised itself)."""
-        for m in self.res6.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        kaiming_init_conv_norm(self.res6.modules())
 
     def frozen_modules(self) -> list[nn.Module]:
         """The ResNet's frozen stages (the extra block is never frozen)."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from toolbox.models.bases import BaseBackbone
+from toolbox.models.bases import BaseBackbone, kaiming_init_conv_norm
 from toolbox.models.layers import build_norm_layer
 from toolbox.registry import MODELS
 
@@ -210,12 +210,7 @@ class ResNet(BaseBackbone):
 
     def reset_parameters(self) -> None:
         """torchvision's initialisation: Kaiming-normal fan-out convs, unit-scale norms."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init_conv_norm(self.modules())
         if self.zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):

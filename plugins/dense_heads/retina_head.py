@@ -1,7 +1,8 @@
 """RetinaNet dense head (Lin et al. 2017): per-level class and box subnets over anchors.
 
-Parameter names follow mmdet (mmcv ``ConvModule``: ``cls_convs.{i}.conv``, ``reg_convs.{i}.conv``, ``retina_cls``,
-``retina_reg``) so that the R50-FPN recipe has exactly MMDetection's parameter count.
+Parameter names follow mmdet (mmcv ``ConvModule``: ``cls_convs.{i}.conv``,
+``reg_convs.{i}.conv``; ``retina_cls``, ``retina_reg``) so that the R50-FPN recipe has exactly
+MMDetection's parameter count.
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ would divide by ``sum_i w[y_i]`` instead (mmseg divides by the count, as here).
 
 Balanced Softmax (ANCHORS.md 4.3) is cross-entropy on ``logits + log(n_c)``, n_c the training
 frequency of class c (pixel counts for segmentation); inference uses the plain logits. The counts
-come from the training dataset's ``class_counts()``: :class:`toolbox.engine.hooks.ClassCountsHook` hands them to every
-module with a ``set_class_counts`` method before training starts.
+come from the training dataset's ``class_counts()``: :class:`toolbox.engine.hooks.ClassCountsHook`
+hands them to every module with a ``set_class_counts`` method before training starts.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from toolbox.registry import MODELS
 from toolbox.structures import IGNORE_INDEX
 
-from .init import apply_init_cfg
+from .init import apply_init_cfg, kaiming_init_conv_norm
 
 
 def resize(x: Tensor, size, align_corners: bool = False) -> Tensor:
@@ -86,14 +86,7 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
         """Kaiming-normal convs, unit norms, and a small-normal classifier (std 0.01).
 
         Subclasses call it at the end of their ``__init__``."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init_conv_norm(self.modules())
         nn.init.normal_(self.conv_seg.weight, std=0.01)
         nn.init.zeros_(self.conv_seg.bias)
 

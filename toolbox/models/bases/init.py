@@ -65,3 +65,17 @@ def apply_init_cfg(module: nn.Module, load_pretrained=None) -> dict | None:
             report = load_pretrained(pretrained['checkpoint'], prefix_map)
     module._is_init = True
     return report
+
+
+def kaiming_init_conv_norm(modules) -> None:
+    """torchvision's ResNet initialisation over ``modules`` (e.g. ``self.modules()``): every
+    ``Conv2d`` Kaiming-normal (fan-out, ReLU gain) with a zero bias, every affine BatchNorm /
+    GroupNorm weight 1 and bias 0."""
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
