@@ -43,7 +43,9 @@ setup(
         'toolbox.plugins': [
             'backbones.resnet = toolbox_plugins.backbones.resnet',
             'backbones.refinedet_resnet = toolbox_plugins.backbones.refinedet_resnet',
+            'backbones.swin = toolbox_plugins.backbones.swin',
             'backbones.vgg = toolbox_plugins.backbones.vgg',
+            'backbones.vovnet = toolbox_plugins.backbones.vovnet',
             'backbones.xception = toolbox_plugins.backbones.xception',
             'necks.fpn = toolbox_plugins.necks.fpn',
             'necks.tcb = toolbox_plugins.necks.tcb',

@@ -1,0 +1,153 @@
+"""Speed and memory of our backbones against timm's same architecture, measured in the same run.
+
+For each pair below, both models compute the same feature maps (timm built with
+``features_only=True``; ours with the matching ``out_indices``) on a (batch, 3, size, size)
+input, in float32:
+
+* ``forward``: eval mode under ``torch.no_grad()``;
+* ``forward_backward``: train mode, forward, ``sum(map.mean())`` and backward.
+
+Each JSON line has the median seconds of ours and timm's (``--repeats`` runs after ``--warmup``),
+``ratio`` = timm time / our time (above 1: ours is faster), the parameter counts and, on CUDA,
+the peak memory (``torch.cuda.max_memory_allocated`` over one call, weights included). On the CPU
+no memory is recorded: tracemalloc does not see torch's allocations.
+
+    python benchmarks/bench_backbones.py [--device cuda] [--size 512] [--batch 2]
+        [--repeats 10] [--only Xception ...] [--out benchmarks/results/FILE.jsonl]
+
+A backbone that is not registered (its plugin missing) or a timm model that this timm lacks is
+skipped with a note on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from common import emit, machine, median_seconds
+
+# (name, our config, timm model name, timm create_model keywords). Ours and timm's return the
+# same maps: ResNet C2-C5; Xception-65 at output stride 32 and Xception every feature point
+# (stride 2-32); VoVNet's four stage outputs; Swin-T's four normed stage outputs.
+PAIRS = [
+    ('ResNet-50', dict(type='ResNet', depth=50, out_indices=(0, 1, 2, 3)),
+     'resnet50', dict(out_indices=(1, 2, 3, 4))),
+    ('AlignedXception-65', dict(type='AlignedXception', depth=65, output_stride=32,
+                                out_indices=(0, 1, 2, 3, 4)),
+     'xception65', dict(out_indices=(0, 1, 2, 3, 4))),
+    ('Xception', dict(type='Xception', out_indices=(0, 1, 2, 3, 4), stem_padding='valid'),
+     'legacy_xception', dict(out_indices=(0, 1, 2, 3, 4))),
+    ('VoVNet-39', dict(type='VoVNet', arch='V-39', version=1, out_indices=(0, 1, 2, 3)),
+     'vovnet39a', dict(out_indices=(1, 2, 3, 4))),
+    ('Swin-T', dict(type='SwinTransformer', arch='T', drop_path_rate=0.0,
+                    out_indices=(0, 1, 2, 3)),
+     'swin_tiny_patch4_window7_224', dict(out_indices=(0, 1, 2, 3), drop_path_rate=0.0)),
+]
+
+
+def note(message: str) -> None:
+    print(f'[bench_backbones] {message}', file=sys.stderr, flush=True)
+
+
+def build_ours(cfg: dict):
+    """Our backbone, or None (with a note) if its type is not registered."""
+    from toolbox.registry import MODELS
+    if cfg['type'] not in MODELS.module_dict:
+        note(f"skipped {cfg['type']}: not registered (its plugin is not installed yet)")
+        return None
+    return MODELS.build(dict(cfg))
+
+
+def build_timm(name: str, kwargs: dict, size: int):
+    """timm's ``features_only`` model, or None (with a note) if this timm lacks it."""
+    import timm
+    if name not in timm.list_models(name):
+        note(f'skipped timm {name}: not in timm {timm.__version__}')
+        return None
+    if name.startswith('swin'):
+        kwargs = dict(kwargs, img_size=size)  # its attention masks are built for one size
+    return timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure(model, x: torch.Tensor, backward: bool, repeats: int, warmup: int) -> dict:
+    """Median seconds of one forward (eval, no_grad) or forward+backward (train) call and, on
+    CUDA, the peak memory of one call in MiB."""
+    cuda = x.device.type == 'cuda'
+
+    def call():
+        if backward:
+            model.zero_grad(set_to_none=True)
+            sum(out.float().mean() for out in model(x)).backward()
+        else:
+            with torch.no_grad():
+                model(x)
+        if cuda:
+            torch.cuda.synchronize()
+
+    model.train(backward)
+    seconds = median_seconds(call, repeats=repeats, warmup=warmup)
+    result = dict(seconds=seconds, peak_mib=None)
+    if cuda:
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        call()
+        result['peak_mib'] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--size', type=int, default=512, help='input height and width')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--only', nargs='+', metavar='NAME',
+                        help=f'a subset of {[p[0] for p in PAIRS]}')
+    parser.add_argument('--out', help='append the JSON lines to this file')
+    args = parser.parse_args(argv)
+    import toolbox  # noqa: F401  (registers the core)
+    from toolbox.plugins import load_plugins
+    load_plugins()
+    if args.device.startswith('cuda'):
+        torch.backends.cudnn.benchmark = True  # both sides pick their fastest kernels
+    info = machine()
+    unknown = set(args.only or ()) - {p[0] for p in PAIRS}
+    if unknown:
+        parser.error(f'--only: unknown names {sorted(unknown)}; choose from '
+                     f'{[p[0] for p in PAIRS]}')
+    for name, ours_cfg, timm_name, timm_kwargs in PAIRS:
+        if args.only and name not in args.only:
+            continue
+        torch.manual_seed(0)
+        ours = build_ours(ours_cfg)
+        peer = build_timm(timm_name, timm_kwargs, args.size)
+        if ours is None or peer is None:
+            continue
+        ours, peer = ours.to(args.device), peer.to(args.device)
+        x = torch.randn(args.batch, 3, args.size, args.size, device=args.device,
+                        generator=torch.Generator(args.device).manual_seed(0))
+        for mode, backward in (('forward', False), ('forward_backward', True)):
+            a = measure(ours, x, backward, args.repeats, args.warmup)
+            b = measure(peer, x, backward, args.repeats, args.warmup)
+            emit(dict(benchmark=f'backbone_{mode}', backbone=name, ours=ours_cfg['type'],
+                      peer=f'timm {timm_name} (features_only)', device=args.device,
+                      batch=args.batch, size=args.size, repeats=args.repeats,
+                      ours_s=round(a['seconds'], 5), peer_s=round(b['seconds'], 5),
+                      ratio=round(b['seconds'] / a['seconds'], 3),
+                      ours_peak_mib=a['peak_mib'], peer_peak_mib=b['peak_mib'],
+                      ours_params=n_params(ours), peer_params=n_params(peer), machine=info),
+                 args.out)
+        del ours, peer
+        if args.device.startswith('cuda'):
+            torch.cuda.empty_cache()
+
+
+if __name__ == '__main__':
+    main()
