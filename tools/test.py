@@ -28,7 +28,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from toolbox.engine import build_runner, init_distributed, load_config
+    from toolbox.engine import build_runner, close_distributed, init_distributed, load_config
     cfg = load_config(args.config, args.cfg_options)
     if args.work_dir:
         cfg.work_dir = args.work_dir
@@ -45,7 +45,9 @@ def main(argv=None):
                                  'test_evaluator.outfile_prefix in the config)')
     init_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
-    return runner.test()
+    metrics = runner.test()
+    close_distributed()  # after success only: a failed rank must not wait in a barrier
+    return metrics
 
 
 if __name__ == '__main__':

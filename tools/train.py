@@ -34,7 +34,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from toolbox.engine import build_runner, init_distributed, load_config
+    from toolbox.engine import build_runner, close_distributed, init_distributed, load_config
     cfg = load_config(args.config, args.cfg_options)
     if args.work_dir:
         cfg.work_dir = args.work_dir
@@ -63,6 +63,7 @@ def main(argv=None):
     init_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
     runner.train()
+    close_distributed()  # after success only: a failed rank must not wait in a barrier
 
 
 if __name__ == '__main__':
