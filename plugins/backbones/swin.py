@@ -548,25 +548,8 @@ class SwinTransformer(BaseBackbone):
         ``self.checkpoint_format``, then :func:`toolbox.engine.weights.load_weights`, which logs
         and returns the missing / unexpected / mismatched keys.
         """
-        from toolbox.engine.weights import load_weights, resolve_checkpoint
-        if isinstance(checkpoint, Mapping):
-            source, loaded = 'state dict', checkpoint
-        else:
-            source = resolve_checkpoint(os.fspath(checkpoint))
-            try:
-                loaded = torch.load(source, map_location='cpu', weights_only=True)
-            except Exception as exc:
-                raise RuntimeError(f'{source}: cannot be loaded with torch.load(weights_only='
-                                   f'True) ({type(exc).__name__}: {exc})') from exc
-        for key in ('state_dict', 'model'):
-            if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-                loaded = loaded[key]
-        if not isinstance(loaded, Mapping):
-            raise ValueError(f'{source}: expected a state dict, got {type(loaded).__name__}')
-        state_dict = dict(loaded)
-        for old, new in (prefix_map or {}).items():
-            state_dict = {(new + k[len(old):] if k.startswith(old) else k): v
-                          for k, v in state_dict.items()}
+        from toolbox.engine.weights import load_weights, read_state_dict
+        state_dict, source = read_state_dict(checkpoint, prefix_map)
         converted, fmt, dropped = convert_swin_state_dict(state_dict, self.checkpoint_format,
                                                           self.num_stages)
         print_log(f'SwinTransformer: {source} read as the {fmt} layout; dropped {len(dropped)} '

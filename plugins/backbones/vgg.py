@@ -28,7 +28,7 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from toolbox.engine.weights import load_weights, resolve_checkpoint
+from toolbox.engine.weights import load_weights, read_state_dict
 from toolbox.models.bases import BaseBackbone
 from toolbox.models.layers import build_norm_layer
 from toolbox.registry import MODELS
@@ -177,17 +177,7 @@ class VGG(BaseBackbone):
         """Load a torchvision-format VGG-16 checkpoint: ``prefix_map`` renames first, then
         :func:`reduce_torchvision_fc` converts the classifier into fc6 / fc7; returns and logs
         the :func:`load_weights` report."""
-        path = resolve_checkpoint(str(checkpoint))
-        try:
-            state_dict = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as exc:
-            raise RuntimeError(f'{path}: cannot be loaded with torch.load(weights_only=True) '
-                               f'({type(exc).__name__}: {exc})') from exc
-        if isinstance(state_dict, Mapping) and isinstance(state_dict.get('state_dict'), Mapping):
-            state_dict = state_dict['state_dict']
-        for old, new in (prefix_map or {}).items():
-            state_dict = {(new + k[len(old):] if k.startswith(old) else k): v
-                          for k, v in state_dict.items()}
+        state_dict, _ = read_state_dict(checkpoint, prefix_map)
         return load_weights(self, reduce_torchvision_fc(state_dict))
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:

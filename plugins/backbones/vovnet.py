@@ -36,7 +36,7 @@ from mmcv.cnn import ConvModule
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from toolbox.engine.weights import load_weights, resolve_checkpoint
+from toolbox.engine.weights import load_weights, read_state_dict
 from toolbox.models.bases import BaseBackbone, kaiming_init_conv_norm
 from toolbox.registry import MODELS
 
@@ -319,21 +319,9 @@ class VoVNet(BaseBackbone):
         """Load a checkpoint file (``torch.load(weights_only=True)``) or an in-memory state
         dict, converting its keys with :meth:`convert_state_dict`; returns (and logs) the
         :func:`load_weights` report (missing / unexpected / mismatched keys)."""
-        if isinstance(checkpoint, Mapping):
-            loaded = checkpoint
-        else:
-            path = resolve_checkpoint(str(checkpoint))
-            try:
-                loaded = torch.load(path, map_location='cpu', weights_only=True)
-            except Exception as exc:
-                raise RuntimeError(f'{path}: cannot be loaded with torch.load(weights_only=True)'
-                                   f' ({type(exc).__name__}: {exc})') from exc
-            print_log(f'VoVNet: loading {path}', logger='current')
-        for key in ('state_dict', 'model'):  # mmengine / detectron2 checkpoints
-            if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-                loaded = loaded[key]
-                break
-        return load_weights(self, self.convert_state_dict(loaded, prefix_map))
+        state_dict, source = read_state_dict(checkpoint)  # mmengine / detectron2 wrappers too
+        print_log(f'VoVNet: loading {source}', logger='current')
+        return load_weights(self, self.convert_state_dict(state_dict, prefix_map))
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, C, H, W) -> tuple of the stage maps in ``out_indices`` (class docstring)."""

@@ -89,6 +89,30 @@ def _shown(keys: list[str]) -> str:
     return ', '.join(keys[:_SHOWN_KEYS]) + more
 
 
+def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
+                    prefix_map: Mapping[str, str] | None = None
+                    ) -> tuple[dict[str, torch.Tensor], str]:
+    """``(state_dict, source)``: the tensors of a checkpoint, renamed by ``prefix_map``.
+
+    A path (``torchvision://arch`` accepted, see :func:`resolve_checkpoint`) is read with
+    ``torch.load(weights_only=True)``; a checkpoint may be a raw state dict or hold one under
+    ``'state_dict'`` or ``'model'``. ``source`` names it in messages. Backbones whose checkpoints
+    need converting read them with this, convert, then call :func:`load_weights`.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source = 'state dict'
+        loaded = path_or_state_dict
+    else:
+        source = resolve_checkpoint(os.fspath(path_or_state_dict))
+        try:
+            loaded = torch.load(source, map_location='cpu', weights_only=True)
+        except Exception as exc:
+            raise RuntimeError(f'{source}: cannot be loaded with torch.load(weights_only=True) '
+                               f'({type(exc).__name__}: {exc}). Third-party weights must be a '
+                               f'plain tensor state dict.') from exc
+    return _rename(_extract_state_dict(loaded, source), prefix_map), source
+
+
 def load_weights(module: nn.Module,
                  path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
                  prefix_map: Mapping[str, str] | None = None,
@@ -112,19 +136,7 @@ def load_weights(module: nn.Module,
         Mismatched keys (same name, different shape) are skipped and are not also listed as
         missing.
     """
-    if isinstance(path_or_state_dict, Mapping):
-        source = 'state dict'
-        loaded = path_or_state_dict
-    else:
-        source = resolve_checkpoint(os.fspath(path_or_state_dict))
-        try:
-            loaded = torch.load(source, map_location='cpu', weights_only=True)
-        except Exception as exc:
-            raise RuntimeError(f'{source}: cannot be loaded with torch.load(weights_only=True) '
-                               f'({type(exc).__name__}: {exc}). Third-party weights must be a '
-                               f'plain tensor state dict.') from exc
-    state_dict = _rename(_extract_state_dict(loaded, source), prefix_map)
-
+    state_dict, source = read_state_dict(path_or_state_dict, prefix_map)
     own = module.state_dict()
     mismatched = [k for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
     mismatch_shapes = {k: (tuple(state_dict[k].shape), tuple(own[k].shape)) for k in mismatched}
