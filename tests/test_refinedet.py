@@ -26,16 +26,16 @@ from toolbox.structures import DataSample
 from toolbox_plugins.backbones.refinedet_resnet import RefineDetResNet
 from toolbox_plugins.backbones.vgg import VGG, L2Norm
 from toolbox_plugins.dense_heads.refinedet_head import (REFINEDET_ANCHORS, RefineDetHead,
-                                                  cascade_decode, mine_hard_negatives)
+                                                        cascade_decode, mine_hard_negatives)
 from toolbox_plugins.necks.tcb import TCB
+
+from .helpers import n_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
 SSD_STDS = (0.1, 0.1, 0.2, 0.2)
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def tiny_head(num_classes=3, channels=(8, 8, 16, 8), **kwargs) -> RefineDetHead:

@@ -17,10 +17,9 @@ from toolbox.models.bases import BaseBackbone
 from toolbox.models.layers import ChannelsFirstLayerNorm
 from toolbox_plugins.backbones.resnet import ResNet
 from toolbox_plugins.necks.fpn import FPN
+from .helpers import n_params, randomise_bn
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def torchvision_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -33,22 +32,13 @@ def torchvision_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor
     return feats
 
 
-def randomise_bn_stats(model: nn.Module) -> None:
-    """Non-trivial running statistics and affine so that eval-mode parity tests BN too."""
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
 def saved_torchvision_resnet(tmp_path, depth: int, **kwargs):
     torch.manual_seed(depth)
     reference = getattr(torchvision.models, f'resnet{depth}')(weights=None, **kwargs).eval()
     with torch.no_grad():
-        randomise_bn_stats(reference)
+        randomise_bn(reference)
     path = tmp_path / f'resnet{depth}.pth'
     torch.save(reference.state_dict(), path)
     return reference, path

@@ -33,22 +33,11 @@ from toolbox_plugins.decode_heads.deeplab_head import (ASPPHead, DepthwiseSepara
 from toolbox_plugins.losses.cross_entropy import BalancedSoftmaxLoss, CrossEntropyLoss
 
 from .conftest import REPO_ROOT, shared_data
+from .helpers import n_params, randomise_bn
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine, so that eval-mode parity exercises BN too."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
 # ----------------------------------------------------------------------------- DeepLab v3 parity

@@ -12,33 +12,19 @@ from toolbox.registry import MODELS
 from toolbox_plugins.backbones.vovnet import (ARCH_SETTINGS, EffectiveSE, OSAModule, VoVNet,
                                               convert_official_keys)
 
+from .helpers import n_params, randomise_bn
+
 INPUT_SIZES = ((128, 128), (100, 148))  # the second is not a multiple of 32
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affines and eSE biases, so that eval-mode parity is not
-    carried by identity norms."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.out_channels, generator=g))
-    return model
 
 
 def timm_model(name: str, **kwargs) -> nn.Module:
     import timm
     torch.manual_seed(0)
-    return randomise(timm.create_model(name, pretrained=False, **kwargs)).eval()
+    return randomise_bn(timm.create_model(name, pretrained=False, **kwargs), conv_bias=True).eval()
 
 
 # ------------------------------------------------------------------------------- timm parity
@@ -280,7 +266,7 @@ def test_official_keys_convert_to_ours():
 def test_official_detectron2_checkpoint_loads(tmp_path):
     """A detectron2 detector checkpoint ({'model': {'backbone.bottom_up.stage2...': ...}}) gives
     the same network as our weights it was made from."""
-    source = randomise(VoVNet(arch='V-19-slim', ese_blocks='all'), seed=3).eval()
+    source = randomise_bn(VoVNet(arch='V-19-slim', ese_blocks='all'), seed=3, conv_bias=True).eval()
     keys = official_keys(ARCH_SETTINGS[2]['V-19-slim'], ese=True)
     official = {f'backbone.bottom_up.{k}': v for k, v in zip(keys, source.state_dict().values())}
     official['backbone.fpn_lateral2.weight'] = torch.zeros(1)

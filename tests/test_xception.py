@@ -15,24 +15,14 @@ from toolbox.registry import MODELS
 from toolbox_plugins.backbones.xception import (TIMM_LEGACY_PREFIX_MAP, AlignedXception,
                                                 Xception)
 
+from .helpers import n_params, randomise_bn
+
 ALL_POINTS = (0, 1, 2, 3, 4)
 SIZES = ((96, 96), (99, 141))  # (H, W); the second is not a multiple of 32
 
 
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine, so that eval-mode parity exercises BN too."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
 @pytest.fixture(scope='module')

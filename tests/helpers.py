@@ -1,0 +1,23 @@
+"""Helpers shared by the parity tests."""
+import torch
+from torch import nn
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def randomise_bn(model: nn.Module, seed: int = 0, conv_bias: bool = False) -> nn.Module:
+    """Non-trivial BN statistics and affines (and conv biases with ``conv_bias``), so that an
+    eval-mode parity test is not carried by identity norms. Returns ``model``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            elif conv_bias and isinstance(m, nn.Conv2d) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.out_channels, generator=gen))
+    return model
