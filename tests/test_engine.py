@@ -16,12 +16,14 @@ from .conftest import REPO_ROOT
 TOOLS = sorted(p.name for p in (REPO_ROOT / 'tools').glob('*.py'))
 
 
-def _demo_cfg(demo_root, work_dir, max_epochs):
+def _demo_cfg(demo_root, work_dir, max_epochs, num_workers=0):
     cfg = load_config(str(REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py'))
     cfg.work_dir = str(work_dir)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = f'{demo_root}/coco/'
     cfg.train_dataloader.batch_size = 4
+    cfg.train_dataloader.num_workers = num_workers
+    cfg.train_dataloader.persistent_workers = num_workers > 0
     cfg.val_evaluator.ann_file = f'{demo_root}/coco/annotations/instances_val.json'
     cfg.test_evaluator = cfg.val_evaluator
     cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=100)
@@ -64,6 +66,37 @@ def test_checkpoints_are_weights_only_and_resume_matches_an_uninterrupted_run(tm
     test_cfg.load_from = str(tmp_path / 'split' / 'epoch_2.pth')
     metrics = build_runner(test_cfg).test()
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+
+
+def test_resume_with_two_persistent_workers_equals_the_uninterrupted_run(tmp_path, demo_root):
+    """Augmentation is seeded per sample (toolbox.datasets.seeding): which worker loads a
+    sample, how many workers there are and whether the run was resumed change nothing."""
+    straight = build_runner(_demo_cfg(demo_root, tmp_path / 'straight', 2, num_workers=2))
+    straight.train()
+    first = build_runner(_demo_cfg(demo_root, tmp_path / 'split', 1, num_workers=2))
+    first.train()
+    cfg = _demo_cfg(demo_root, tmp_path / 'split', 2, num_workers=2)
+    cfg.resume, cfg.load_from = True, str(tmp_path / 'split' / 'epoch_1.pth')
+    resumed = build_runner(cfg)
+    resumed.train()
+    no_workers = build_runner(_demo_cfg(demo_root, tmp_path / 'main_process', 2, num_workers=0))
+    no_workers.train()
+    expected = _weights(straight)
+    for other in (resumed, no_workers):
+        got = _weights(other)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_per_sample_seeds_differ_across_epochs_and_ranks():
+    from toolbox.datasets.seeding import SeededIndex, sample_seed
+    seeds = {sample_seed(0, epoch, rank, pos) for epoch in range(3) for rank in range(2)
+             for pos in range(50)}
+    assert len(seeds) == 300
+    index = SeededIndex(7, 123)
+    import pickle
+    again = pickle.loads(pickle.dumps(index))
+    assert again == 7 and again.seed == 123 and [10, 20, 30, 40, 50, 60, 70, 80][again] == 80
 
 
 def test_safe_types_round_trip():

@@ -14,9 +14,10 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='directory for logs and checkpoints '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
-                        help="resume training: 'auto' (no value) takes the latest checkpoint in "
-                             'the work dir, or give a checkpoint path. Resume checkpoints are '
-                             'fully unpickled: resume only from files you trust')
+                        help="resume training: without a value, from the checkpoint named by "
+                             "the work dir's last_checkpoint, or, when that is missing, empty or "
+                             'broken, the newest loadable checkpoint there (with a warning); or '
+                             'give a checkpoint path. Loaded with weights_only=True')
     parser.add_argument('--load-from', help='initialise from a weights file '
                         '(loaded with weights_only=True)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')

@@ -24,6 +24,8 @@ import numpy as np
 from mmengine.dataset import ClassBalancedDataset, RepeatDataset
 from torch.utils.data import ConcatDataset
 
+from .seeding import SeededDataset
+
 
 def check_repeats(repeats, num_images: int, owner: str) -> np.ndarray:
     """``repeats`` as a (num_images,) int64 array of non-negative draw counts, or a clear
@@ -40,6 +42,8 @@ def check_repeats(repeats, num_images: int, owner: str) -> np.ndarray:
 def _leaves(dataset, repeats) -> list[tuple[object, np.ndarray | None]]:
     """The datasets under the wrappers, each with the number of times an epoch over
     ``dataset`` draws each of its images (None: once each)."""
+    if isinstance(dataset, SeededDataset):  # per-sample seeding changes nothing drawn
+        return _leaves(dataset.dataset, repeats)
     if hasattr(dataset, 'full_init'):
         dataset.full_init()  # wrappers build their index maps here; a no-op when done
     if isinstance(dataset, ConcatDataset):

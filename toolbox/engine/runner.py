@@ -8,24 +8,32 @@ and scalars, message-hub history buffers) are converted to plain containers by
 :func:`to_safe_types`, and :func:`from_safe_types` converts them back when resuming. Third-party
 files that need full unpickling are refused with torch's error naming the offending class.
 
-Checkpoints are written to ``<name>.tmp`` and renamed into place, so an interrupted save never
-leaves a truncated ``.pth`` behind.
+Saving loses nothing (docs/reliability.md): a checkpoint is written to ``<name>.tmp``, fsynced,
+renamed into place and its directory fsynced; only then is the ``last_checkpoint`` pointer
+replaced (also write, fsync, rename) and are old checkpoints rotated out
+(:class:`CheckpointHook`). A kill or a full disk at any point leaves the previous checkpoint
+and a pointer to a complete file. ``--resume`` without a path falls back to the newest
+loadable checkpoint of the work dir when the pointer is missing, empty or names a missing or
+broken file (:func:`find_resume_checkpoint`), and says so; leftover ``.tmp`` files are removed
+when training starts.
 """
 from __future__ import annotations
 
+import glob
 import os
 import os.path as osp
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 
 import numpy as np
 import torch
-from mmengine.dist import master_only
-from mmengine.logging import HistoryBuffer
+from mmengine.dist import is_main_process, master_only
+from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from toolbox.registry import RUNNERS
+from toolbox.registry import HOOKS, RUNNERS
 
 
 _MARK = '__toolbox_type__'
@@ -81,6 +89,133 @@ def load_checkpoint_file(filename: str, map_location='cpu') -> dict:
     return from_safe_types(torch.load(filename, map_location=map_location, weights_only=True))
 
 
+def fsync_file(path: str) -> None:
+    """Flush ``path``'s data to the disk."""
+    with open(path, 'rb+') as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a directory entry (a rename inside ``path``) to the disk; a no-op where
+    directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically: write ``path.tmp``, fsync, rename."""
+    tmp = path + '.tmp'
+    try:
+        with open(tmp, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    fsync_dir(osp.dirname(path) or '.')
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def is_loadable_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a complete checkpoint that loads with ``weights_only=True``."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:  # noqa: BLE001  (truncated zip, not a checkpoint, unsafe pickle, ...)
+        return False
+    return isinstance(checkpoint, dict) and 'state_dict' in checkpoint
+
+
+def find_resume_checkpoint(work_dir: str, logger=None) -> str | None:
+    """The checkpoint ``--resume`` (no path) continues from, or None when there is none.
+
+    The file named by ``work_dir/last_checkpoint`` when it loads; otherwise (pointer missing,
+    empty, naming a missing or broken file) the newest loadable ``*.pth`` of ``work_dir`` by
+    modification time, with a warning naming what was wrong and what is used instead.
+    """
+    def warn(message):
+        print_log(message, logger=logger or 'current', level=30)
+
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = None
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip() or None
+        if named is not None and is_loadable_checkpoint(named):
+            return named
+        problem = ('is empty' if named is None else f'names {named!r}, which ' +
+                   ('does not exist' if not osp.exists(named) else 'does not load'))
+    else:
+        problem = 'does not exist'
+    candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
+    for candidate in candidates:
+        if candidate != named and is_loadable_checkpoint(candidate):
+            warn(f'resume: {pointer} {problem}; resuming from the newest loadable checkpoint '
+                 f'{candidate} instead')
+            return candidate
+    if candidates or named:
+        warn(f'resume: {pointer} {problem} and no checkpoint in {work_dir} loads; starting '
+             f'from scratch')
+    return None
+
+
+@HOOKS.register_module()
+class CheckpointHook(MMEngineCheckpointHook):
+    """mmengine's ``CheckpointHook`` (same arguments) with saving that loses nothing.
+
+    Registered under the same name in the toolbox scope, so every config gets it. The order
+    is: write the new checkpoint (atomic, fsynced: :meth:`ToolboxRunner.save_checkpoint`),
+    point ``last_checkpoint`` at it (atomic), and only then delete the checkpoints beyond
+    ``max_keep_ckpts``. mmengine deletes the old checkpoint first, so with
+    ``max_keep_ckpts=1`` a kill or a full disk during the save left no checkpoint at all.
+    Leftover ``*.tmp`` files of an interrupted save are removed before training starts.
+    """
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if is_main_process():
+            for leftover in glob.glob(osp.join(self.out_dir, '*.tmp')) + \
+                    glob.glob(osp.join(runner.work_dir, 'last_checkpoint.tmp')):
+                _remove_quietly(leftover)
+                runner.logger.warning(f'removed {leftover}, left by an interrupted save')
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        ckpt_filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        keep = [s for s in self.keep_ckpt_ids if s != step] + [step] \
+            if self.max_keep_ckpts > 0 else []
+        # the ids go into the checkpoint's message hub: they must already include this one
+        runner.message_hub.update_info('keep_ckpt_ids', keep[-self.max_keep_ckpts:]
+                                       if self.max_keep_ckpts > 0 else [])
+        runner.save_checkpoint(
+            self.out_dir, ckpt_filename, self.file_client_args,
+            save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
+            meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        if not is_main_process():
+            return
+        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        if self.max_keep_ckpts > 0:
+            for old in keep[:-self.max_keep_ckpts]:
+                path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
+                if osp.isfile(path):
+                    os.remove(path)
+            self.keep_ckpt_ids = deque(keep[-self.max_keep_ckpts:], self.max_keep_ckpts)
+
+
 @RUNNERS.register_module()
 class ToolboxRunner(Runner):
     """mmengine ``Runner`` with weights-only loading and atomic saving (module docstring)."""
@@ -105,8 +240,29 @@ class ToolboxRunner(Runner):
         self.logger.info(f'Loaded checkpoint from {filename} (weights_only=True)')
         return checkpoint
 
+    def load_or_resume(self) -> None:
+        """mmengine's, except that ``resume=True`` without a file uses
+        :func:`find_resume_checkpoint` (fallback to the newest loadable checkpoint)."""
+        if not self._has_loaded and self._resume and self._load_from is None:
+            resume_from = find_resume_checkpoint(self.work_dir, self.logger)
+            if resume_from is not None:
+                self.logger.info(f'Auto resumed from the latest checkpoint {resume_from}.')
+                self.resume(resume_from)
+                self._has_loaded = True
+            return None
+        return super().load_or_resume()
+
     @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs):
+        """Write ``filename.tmp``, fsync, rename to ``filename``, fsync the directory; a
+        failed write (full disk, ...) removes the partial file and raises."""
         tmp_name = filename + '.tmp'
-        super().save_checkpoint(out_dir, tmp_name, *args, **kwargs)
-        os.replace(osp.join(out_dir, tmp_name), osp.join(out_dir, filename))
+        tmp_path, path = osp.join(out_dir, tmp_name), osp.join(out_dir, filename)
+        try:
+            super().save_checkpoint(out_dir, tmp_name, *args, **kwargs)
+            fsync_file(tmp_path)
+            os.replace(tmp_path, path)
+        except BaseException:
+            _remove_quietly(tmp_path)
+            raise
+        fsync_dir(out_dir)

@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dist import init_dist, is_distributed
 
+from toolbox.datasets.seeding import seeded_train_dataloader
 from toolbox.plugins import load_plugins
 
 
@@ -76,7 +77,9 @@ def _slurm_env_to_torch_env() -> None:
 def build_runner(cfg: Config):
     """Build the :class:`~toolbox.engine.runner.ToolboxRunner` for ``cfg``.
 
-    ``cfg.work_dir`` defaults to ``work_dirs/<config name>``.
+    ``cfg.work_dir`` defaults to ``work_dirs/<config name>``. The training loader's random
+    augmentation is seeded per sample (:mod:`toolbox.datasets.seeding`: exact resume with any
+    number of workers) unless the config sets ``per_sample_seeding = False``.
     """
     import toolbox  # noqa: F401  (registers the core components)
     from toolbox.engine.runner import ToolboxRunner
@@ -89,4 +92,6 @@ def build_runner(cfg: Config):
     if not any(h.get('type') == 'RNGStateHook' for h in custom_hooks):
         custom_hooks.append(dict(type='RNGStateHook'))
     cfg.custom_hooks = custom_hooks
+    if cfg.get('train_dataloader') and cfg.get('per_sample_seeding', True):
+        cfg.train_dataloader = seeded_train_dataloader(cfg.train_dataloader)
     return ToolboxRunner.from_cfg(cfg)
