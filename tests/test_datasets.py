@@ -29,13 +29,14 @@ def test_coco_converts_xywh_sorts_category_ids_and_keeps_crowd_as_ignored(tmp_pa
         dict(id=2, image_id=1, bbox=[0, 0, 5, 5], category_id=1, iscrowd=1),
         dict(id=3, image_id=1, bbox=[1, 1, 0, 5], category_id=1),  # degenerate: skipped
     ])
-    ds = CocoDataset(ann_file=ann_file, data_prefix=dict(img='imgs/'), pipeline=[])
+    ds = CocoDataset(ann_file=ann_file, data_prefix=dict(img='imgs/'), pipeline=[],
+                     data_check=False)  # annotations only: no image files
     assert ds.metainfo['classes'] == ('dog', 'cat')  # sorted by category id 1, 3
     assert ds.metainfo['cat_ids'] == [1, 3]
     info = ds.get_data_info(0)
     assert info['img_path'] == 'imgs/a.jpg'
     assert info['instances'][0] == dict(bbox=[10.0, 20.0, 40.0, 60.0], bbox_label=1,
-                                        ignore_flag=0)
+                                        ignore_flag=0, where='annotations[0]')
     assert info['instances'][1]['ignore_flag'] == 1
     assert len(info['instances']) == 2
     assert ds.get_data_info(1)['instances'] == []  # image without objects kept in test mode
@@ -44,7 +45,8 @@ def test_coco_converts_xywh_sorts_category_ids_and_keeps_crowd_as_ignored(tmp_pa
 def test_coco_filter_empty_gt_drops_images_without_objects(tmp_path):
     ann_file = _write_coco(tmp_path / 'a.json',
                            [dict(id=1, image_id=1, bbox=[10, 20, 30, 40], category_id=3)])
-    ds = CocoDataset(ann_file=ann_file, filter_cfg=dict(filter_empty_gt=True), pipeline=[])
+    ds = CocoDataset(ann_file=ann_file, filter_cfg=dict(filter_empty_gt=True), pipeline=[],
+                     data_check=False)
     assert len(ds) == 1
     counts = ds.class_counts()
     assert counts['instance_counts'].tolist() == [0, 1] and counts['num_images'] == 1
@@ -92,9 +94,10 @@ def test_voc_conversion_on_a_hand_written_xml(tmp_path):
     (tmp_path / 'list.txt').write_text('x\n')
     ds = VOCDataset(data_root=str(tmp_path), ann_file='list.txt',
                     data_prefix=dict(img='JPEGImages', ann='Annotations'),
-                    metainfo=dict(classes=BCCD_CLASSES), test_mode=True, pipeline=[])
+                    metainfo=dict(classes=BCCD_CLASSES), test_mode=True, pipeline=[],
+                    data_check=False)
     assert ds.get_data_info(0)['instances'] == [
-        dict(bbox=[0.0, 1.0, 20.0, 10.0], bbox_label=1, ignore_flag=1)]
+        dict(bbox=[0.0, 1.0, 20.0, 10.0], bbox_label=1, ignore_flag=1, where='object[0]')]
 
 
 def test_voc_missing_bndbox_field_is_named(tmp_path):

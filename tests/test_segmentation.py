@@ -473,7 +473,7 @@ def test_voc_seg_dataset_merges_sbd_list_and_reads_two_column_lists(tmp_path):
     (lists / 'aug.txt').write_text('2007_000039\n2008_000002\n\n')
     ds = VOCSegDataset(data_root=str(tmp_path), ann_file='ImageSets/Segmentation/train.txt',
                        extra_ann_files=('ImageSets/Segmentation/aug.txt',), pipeline=[],
-                       lazy_init=False)
+                       lazy_init=False, data_check=False)
     infos = [ds.get_data_info(i) for i in range(len(ds))]
     assert [i['img_id'] for i in infos] == ['2007_000032', '2007_000039', '2008_000002']
     assert infos[0]['img_path'] == str(tmp_path / 'JPEGImages' / '2007_000032.jpg')
@@ -482,7 +482,8 @@ def test_voc_seg_dataset_merges_sbd_list_and_reads_two_column_lists(tmp_path):
 
     (tmp_path / 'train_aug.txt').write_text(
         '/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n')
-    ds = VOCSegDataset(data_root=str(tmp_path), ann_file='train_aug.txt', pipeline=[])
+    ds = VOCSegDataset(data_root=str(tmp_path), ann_file='train_aug.txt', pipeline=[],
+                       data_check=False)
     assert ds.get_data_info(0)['seg_map_path'] == str(
         tmp_path / 'SegmentationClassAug' / '2007_000032.png')
 

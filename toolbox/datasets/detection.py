@@ -2,8 +2,9 @@
 
 Every image becomes a ``data_info`` dict::
 
-    dict(img_id, img_path, height, width,
-         instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1), ...])
+    dict(img_id, img_path, height, width, ann_path, ann_where,
+         instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1,
+                         where='annotations[k]' | 'object[k]'), ...])
 
 with ``bbox`` in ``xyxy`` absolute pixels, 0-based (COCO ``xywh`` and VOC 1-based boxes are
 converted here, at the boundary), ``bbox_label`` a contiguous 0-based class index and
@@ -11,7 +12,9 @@ converted here, at the boundary), ``bbox_label`` a contiguous 0-based class inde
 
 Degenerate boxes (zero or negative width or height) are skipped with a counted warning that
 names the file. Malformed annotation files raise :class:`AnnotationError` naming the file and
-the field.
+the field. ``ann_path`` / ``ann_where`` / ``where`` locate each image and box in its annotation
+file for the data check (:mod:`toolbox.datasets.checks`), which then compares declared and
+real image sizes, boxes and labels before training.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from mmengine.logging import print_log
 from toolbox.registry import DATASETS
 from toolbox.structures import voc_to_xyxy, xywh_to_xyxy
 
+from .checks import apply_data_check, resolve_data_check
 from .class_counts import check_repeats
 
 
@@ -42,21 +46,30 @@ class DetectionDataset(BaseDataset):
         filter_cfg: ``dict(filter_empty_gt=True, min_size=0)``. In training, images without a
             single non-ignored object are dropped (the count is logged); ``min_size`` drops
             images whose shorter side is smaller.
+        data_check: the pre-flight check of images and annotations
+            (:mod:`toolbox.datasets.checks`): ``True`` (default), ``False``, or options
+            ``dict(decode=True, max_image_pixels=40e6, on_error='raise' | 'skip',
+            box_tolerance=1.0, cache=True)``.
     """
 
     METAINFO: dict = dict(classes=())
 
+    def __init__(self, *args, data_check: bool | dict = True, **kwargs):
+        self.data_check = resolve_data_check(data_check)
+        super().__init__(*args, **kwargs)
+
     def filter_data(self) -> list[dict]:
+        data_list = apply_data_check(self, self.data_list, len(self.metainfo['classes']))
         if self.test_mode or not self.filter_cfg:
-            return self.data_list
+            return data_list
         filter_empty = self.filter_cfg.get('filter_empty_gt', False)
         min_size = self.filter_cfg.get('min_size', 0)
-        kept = [info for info in self.data_list
+        kept = [info for info in data_list
                 if min(info['width'], info['height']) >= min_size and not (
                     filter_empty and not any(not i['ignore_flag'] for i in info['instances']))]
-        dropped = len(self.data_list) - len(kept)
+        dropped = len(data_list) - len(kept)
         if dropped:
-            print_log(f'{type(self).__name__}: {dropped} of {len(self.data_list)} images dropped '
+            print_log(f'{type(self).__name__}: {dropped} of {len(data_list)} images dropped '
                       f'by filter_cfg={dict(self.filter_cfg)} (no objects or too small)',
                       logger='current')
         return kept
@@ -99,6 +112,11 @@ class DetectionDataset(BaseDataset):
                     image_counts=image_counts.astype(np.int64), num_images=int(repeats.sum()))
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        bool(np.isfinite(value))
+
+
 def _require(mapping, field, where):
     if not isinstance(mapping, dict) or field not in mapping:
         raise AnnotationError(f'{where}: missing field {field!r}')
@@ -124,9 +142,16 @@ class CocoDataset(DetectionDataset):
         except json.JSONDecodeError as exc:
             raise AnnotationError(f'{ann_file}: not valid json ({exc})') from exc
         categories = _require(coco, 'categories', ann_file)
+        if not isinstance(categories, list):
+            raise AnnotationError(f'{ann_file}: field categories must be a list')
         for k, cat in enumerate(categories):
-            _require(cat, 'id', f'{ann_file}: categories[{k}]')
-            _require(cat, 'name', f'{ann_file}: categories[{k}]')
+            cat_id = _require(cat, 'id', f'{ann_file}: categories[{k}]')
+            if not isinstance(cat_id, int) or isinstance(cat_id, bool):
+                raise AnnotationError(f'{ann_file}: categories[{k}]: field id must be an '
+                                      f'integer, got {cat_id!r}')
+            if not isinstance(_require(cat, 'name', f'{ann_file}: categories[{k}]'), str):
+                raise AnnotationError(f'{ann_file}: categories[{k}]: field name must be a '
+                                      f'string')
         wanted = self._metainfo.get('classes') or ()
         if wanted:
             by_name = {c['name']: c['id'] for c in categories}
@@ -142,22 +167,46 @@ class CocoDataset(DetectionDataset):
         cat_to_label = {cat_id: label for label, cat_id in enumerate(cat_ids)}
 
         images = _require(coco, 'images', ann_file)
+        if not isinstance(images, list):
+            raise AnnotationError(f'{ann_file}: field images must be a list')
         instances_of = {}
         for k, img in enumerate(images):
             where = f'{ann_file}: images[{k}]'
-            instances_of[_require(img, 'id', where)] = []
-            for field in ('file_name', 'width', 'height'):
-                _require(img, field, where)
+            image_id = _require(img, 'id', where)
+            if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+                raise AnnotationError(f'{where}: field id must be an integer or a string, got '
+                                      f'{image_id!r}')
+            if image_id in instances_of:
+                raise AnnotationError(f'{where}: id {image_id!r} is used by an earlier image')
+            instances_of[image_id] = []
+            if not isinstance(_require(img, 'file_name', where), str):
+                raise AnnotationError(f'{where}: field file_name must be a string')
+            for field in ('width', 'height'):
+                value = _require(img, field, where)
+                if not _is_number(value) or value <= 0 or value != int(value):
+                    raise AnnotationError(f'{where}: field {field} must be a positive integer, '
+                                          f'got {value!r}')
 
         skipped = Counter()
         kept = []  # (image_id, [x, y, w, h], label, ignore_flag) of the boxes kept
-        for k, ann in enumerate(coco.get('annotations', [])):
+        annotations = coco.get('annotations', [])
+        if not isinstance(annotations, list):
+            raise AnnotationError(f'{ann_file}: field annotations must be a list')
+        for k, ann in enumerate(annotations):
             where = f'{ann_file}: annotations[{k}]'
             image_id = _require(ann, 'image_id', where)
-            x, y, w, h = _require(ann, 'bbox', where)
+            bbox = _require(ann, 'bbox', where)
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and
+                    all(_is_number(v) for v in bbox)):
+                raise AnnotationError(f'{where}: field bbox must be 4 finite numbers '
+                                      f'[x, y, width, height], got {bbox!r}')
+            x, y, w, h = bbox
             cat_id = _require(ann, 'category_id', where)
-            if image_id not in instances_of:
-                raise AnnotationError(f'{where}: image_id {image_id} is not in images')
+            if not isinstance(cat_id, (int, str)) or isinstance(cat_id, bool):
+                raise AnnotationError(f'{where}: field category_id must be an integer, got '
+                                      f'{cat_id!r}')
+            if not isinstance(image_id, (int, str)) or image_id not in instances_of:
+                raise AnnotationError(f'{where}: image_id {image_id!r} is not in images')
             if cat_id not in cat_to_label:
                 skipped['category not in classes'] += 1
                 continue
@@ -165,21 +214,23 @@ class CocoDataset(DetectionDataset):
                 skipped['degenerate box (w or h <= 0)'] += 1
                 continue
             kept.append((image_id, (x, y, w, h), cat_to_label[cat_id],
-                         int(bool(ann.get('iscrowd', 0)))))
+                         int(bool(ann.get('iscrowd', 0))), k))
         # float64: x + w exactly as Python computes it; LoadAnnotations makes float32 later
-        boxes = xywh_to_xyxy(np.array([box for _, box, _, _ in kept],
+        boxes = xywh_to_xyxy(np.array([kept_box[1] for kept_box in kept],
                                       dtype=np.float64).reshape(-1, 4)).tolist()
-        for (image_id, _, label, ignore_flag), bbox in zip(kept, boxes):
+        for (image_id, _, label, ignore_flag, k), bbox in zip(kept, boxes):
             instances_of[image_id].append(dict(bbox=bbox, bbox_label=label,
-                                               ignore_flag=ignore_flag))
+                                               ignore_flag=ignore_flag,
+                                               where=f'annotations[{k}]'))
         self.skip_counts = dict(skipped)
         for reason, count in skipped.items():
             print_log(f'{ann_file}: skipped {count} annotations: {reason}', logger='current',
-                      level=logging.WARNING if reason.startswith('degenerate') else logging.INFO)
+                      level=logging.WARNING)
         img_prefix = self.data_prefix.get('img', '')
         return [dict(img_id=img['id'], img_path=osp.join(img_prefix, img['file_name']),
-                     height=int(img['height']), width=int(img['width']),
-                     instances=instances_of[img['id']]) for img in images]
+                     height=int(img['height']), width=int(img['width']), ann_path=ann_file,
+                     ann_where=f'images[{k}].', instances=instances_of[img['id']])
+                for k, img in enumerate(images)]
 
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -214,11 +265,11 @@ class VOCDataset(DetectionDataset):
             info, img_skipped = self._parse_xml(xml_path, label_of)
             skipped.update(img_skipped)
             data_list.append(dict(img_id=img_id, img_path=osp.join(img_prefix, f'{img_id}.jpg'),
-                                  **info))
+                                  ann_path=xml_path, ann_where='size.', **info))
         self.skip_counts = dict(skipped)
         for reason, count in skipped.items():
             print_log(f'{self.ann_file}: skipped {count} objects: {reason}', logger='current',
-                      level=logging.WARNING if reason.startswith('degenerate') else logging.INFO)
+                      level=logging.WARNING)
         return data_list
 
     @staticmethod
@@ -230,7 +281,11 @@ class VOCDataset(DetectionDataset):
         size = root.find('size')
         if size is None or size.find('width') is None or size.find('height') is None:
             raise AnnotationError(f'{xml_path}: missing field size/width or size/height')
-        width, height = int(float(size.find('width').text)), int(float(size.find('height').text))
+        try:
+            width, height = (int(float(size.findtext(t))) for t in ('width', 'height'))
+        except (TypeError, ValueError) as exc:
+            raise AnnotationError(f'{xml_path}: field size/width or size/height is not a '
+                                  f'number') from exc
         skipped = Counter()
         kept = []  # (VOC [xmin, ymin, xmax, ymax], label, ignore_flag) of the objects kept
         for k, obj in enumerate(root.findall('object')):
@@ -244,6 +299,9 @@ class VOCDataset(DetectionDataset):
             except (AttributeError, TypeError, ValueError) as exc:
                 raise AnnotationError(f'{xml_path}: object[{k}] field bndbox is missing or not '
                                       f'numeric') from exc
+            if not np.isfinite(coords).all():
+                raise AnnotationError(f'{xml_path}: object[{k}] field bndbox has a non-finite '
+                                      f'value {coords}')
             # judged on the raw VOC values: xmin == xmax is a point, not a one-pixel box
             if coords[2] <= coords[0] or coords[3] <= coords[1]:
                 skipped['degenerate box (xmax <= xmin or ymax <= ymin)'] += 1
@@ -251,8 +309,9 @@ class VOCDataset(DetectionDataset):
                           f'skipped', logger='current', level=logging.WARNING)
                 continue
             difficult = obj.findtext('difficult', default='0').strip()
-            kept.append((coords, label_of[name], int(difficult == '1')))
-        boxes = voc_to_xyxy(np.array([c for c, _, _ in kept], np.float64).reshape(-1, 4))
-        instances = [dict(bbox=bbox, bbox_label=label, ignore_flag=ignore_flag)
-                     for bbox, (_, label, ignore_flag) in zip(boxes.tolist(), kept)]
+            kept.append((coords, label_of[name], int(difficult == '1'), k))
+        boxes = voc_to_xyxy(np.array([c[0] for c in kept], np.float64).reshape(-1, 4))
+        instances = [dict(bbox=bbox, bbox_label=label, ignore_flag=ignore_flag,
+                          where=f'object[{k}]')
+                     for bbox, (_, label, ignore_flag, k) in zip(boxes.tolist(), kept)]
         return dict(width=width, height=height, instances=instances), skipped

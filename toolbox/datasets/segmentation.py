@@ -27,6 +27,7 @@ from mmengine.logging import print_log
 from toolbox.registry import DATASETS
 from toolbox.structures import IGNORE_INDEX
 
+from .checks import apply_data_check, resolve_data_check
 from .class_counts import check_repeats
 from .transforms.seg_transforms import apply_label_map
 
@@ -45,12 +46,16 @@ class BaseSegDataset(BaseDataset):
         ignore_index: label of ignored pixels.
         label_map: ``{raw value: label}`` applied to the maps (see module docstring); values not
             in it are kept.
+        data_check: the pre-flight check of images and class maps
+            (:mod:`toolbox.datasets.checks`): ``True`` (default), ``False`` or options.
     """
 
     METAINFO: dict = dict(classes=(), palette=())
 
     def __init__(self, img_suffix: str = '.jpg', seg_map_suffix: str = '.png',
-                 ignore_index: int = IGNORE_INDEX, label_map: dict | None = None, **kwargs):
+                 ignore_index: int = IGNORE_INDEX, label_map: dict | None = None,
+                 data_check: bool | dict = True, **kwargs):
+        self.data_check = resolve_data_check(data_check)
         self.img_suffix = img_suffix
         self.seg_map_suffix = seg_map_suffix
         self.ignore_index = ignore_index
@@ -104,6 +109,10 @@ class BaseSegDataset(BaseDataset):
                              f'{self.ann_file!r}, data_prefix={dict(self.data_prefix)})')
         return [dict(img_id=img_id, img_path=img, seg_map_path=seg, label_map=self.label_map)
                 for img_id, img, seg in samples]
+
+    def filter_data(self) -> list[dict]:
+        return apply_data_check(self, self.data_list, len(self.metainfo['classes']),
+                                self.ignore_index)
 
     def class_counts(self, repeats=None) -> dict[str, np.ndarray]:
         """Pixel statistics of the (label-mapped) maps; used by class-frequency-aware losses

@@ -1,4 +1,5 @@
-"""Hooks: RNG state in checkpoints (exact resume) and dataset class counts for the losses."""
+"""Hooks: RNG state in checkpoints (exact resume), dataset class counts for the losses, and
+the model / data agreement check."""
 import random
 
 import numpy as np
@@ -8,6 +9,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from toolbox.datasets.class_counts import check_class_counts_support, dataset_class_counts
+from toolbox.datasets.seeding import SeededDataset
 from toolbox.engine.runner import to_safe_types
 from toolbox.registry import HOOKS
 
@@ -119,3 +121,46 @@ class ValLossHook(Hook):
         model.train(was_training)
         for name, total in totals.items():
             runner.message_hub.update_scalar(f'val/{name}', total / max(num_batches, 1))
+
+
+@HOOKS.register_module()
+class ModelDataAgreementHook(Hook):
+    """Before training (and before a test run), check that every classifying head of the
+    model has as many classes as the dataset: a head with fewer would train the extra classes
+    as background, one with more would waste logits silently. Added by ``build_runner``.
+
+    The heads checked are the model's ``bbox_head``, ``roi_head``, ``decode_head`` and
+    ``auxiliary_head`` (one or a list) that have ``num_classes``; the RPN (class-agnostic) is
+    not. A dataset without ``metainfo['classes']`` is not checked.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        self._check(runner, runner.train_dataloader.dataset, 'training')
+
+    def before_test(self, runner) -> None:
+        self._check(runner, runner.test_dataloader.dataset, 'test')
+
+    @staticmethod
+    def _check(runner, dataset, split: str) -> None:
+        if isinstance(dataset, SeededDataset):
+            dataset = dataset.dataset
+        classes = getattr(dataset, 'metainfo', {}).get('classes')
+        if not classes:
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        for name in ('bbox_head', 'roi_head', 'decode_head', 'auxiliary_head'):
+            heads = getattr(model, name, None)
+            heads = list(heads) if isinstance(heads, (list, tuple, torch.nn.ModuleList)) \
+                else [heads]
+            for k, head in enumerate(heads):
+                num_classes = getattr(head, 'num_classes', None)
+                if num_classes is None or num_classes == len(classes):
+                    continue
+                where = f'model.{name}' + (f'[{k}]' if len(heads) > 1 else '')
+                raise ValueError(
+                    f'{where}.num_classes is {num_classes} but the {split} dataset '
+                    f'{type(dataset).__name__} has {len(classes)} classes {tuple(classes)}: set '
+                    f'num_classes={len(classes)}, or give the dataset '
+                    f'metainfo=dict(classes=(...)) to use a subset of its classes')

@@ -5,6 +5,7 @@ Handles plugin discovery, the default scope, distributed initialisation on CPU (
 """
 from __future__ import annotations
 
+import difflib
 import os
 import os.path as osp
 import subprocess
@@ -17,12 +18,49 @@ from toolbox.datasets.seeding import seeded_train_dataloader
 from toolbox.plugins import load_plugins
 
 
+# Top-level keys the Runner and the toolbox read, valid in --cfg-options even when a config
+# does not set them.
+RUNNER_KEYS = ('model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader',
+               'train_cfg', 'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper',
+               'param_scheduler', 'val_evaluator', 'test_evaluator', 'default_hooks',
+               'custom_hooks', 'data_preprocessor', 'load_from', 'resume', 'launcher', 'env_cfg',
+               'log_processor', 'log_level', 'visualizer', 'default_scope', 'randomness',
+               'experiment_name', 'model_wrapper_cfg', 'custom_imports', 'per_sample_seeding')
+
+
+class ConfigError(ValueError):
+    """A config file or an override is wrong; the message names the file or the key."""
+
+
 def load_config(path: str, cfg_options: dict | None = None) -> Config:
-    """Read an mmengine config, apply ``--cfg-options`` overrides, set scope ``toolbox``."""
+    """Read an mmengine config, apply ``--cfg-options`` overrides, set scope ``toolbox``.
+
+    A config is a Python file and is executed as code: load only configs you trust
+    (docs/reliability.md). An error while reading it names the file; an override whose
+    top-level key is neither in the config nor one the Runner reads (:data:`RUNNER_KEYS`) is
+    an error naming the closest valid key (mmengine would add it silently, and a typo such as
+    ``optim_wraper.optimizer.lr=0.1`` would change nothing).
+    """
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file {path!r} does not exist')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except SyntaxError as exc:
+        raise ConfigError(f'config file {path}: syntax error: {exc.msg} (line {exc.lineno} of '
+                          f'{exc.filename if exc.filename not in (None, "<unknown>") else path})'
+                          ) from exc
+    except Exception as exc:  # noqa: BLE001  (a config runs arbitrary code)
+        raise ConfigError(f'config file {path}: cannot be read: {type(exc).__name__}: {exc}'
+                          ) from exc
     if cfg_options:
+        valid = set(cfg.keys()) | set(RUNNER_KEYS)
+        for key in cfg_options:
+            top = key.split('.')[0]
+            if top not in valid:
+                close = difflib.get_close_matches(top, sorted(valid), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ''
+                raise ConfigError(f'--cfg-options {key}: {top!r} is not a key of {path} nor one '
+                                  f'the Runner reads{hint}')
         cfg.merge_from_dict(cfg_options)
     cfg.default_scope = 'toolbox'
     return cfg
@@ -89,8 +127,9 @@ def build_runner(cfg: Config):
         cfg.work_dir = osp.join('work_dirs', name)
     os.makedirs(cfg.work_dir, exist_ok=True)
     custom_hooks = list(cfg.get('custom_hooks', []))
-    if not any(h.get('type') == 'RNGStateHook' for h in custom_hooks):
-        custom_hooks.append(dict(type='RNGStateHook'))
+    for hook in ('RNGStateHook', 'ModelDataAgreementHook'):
+        if not any(h.get('type') == hook for h in custom_hooks):
+            custom_hooks.append(dict(type=hook))
     cfg.custom_hooks = custom_hooks
     if cfg.get('train_dataloader') and cfg.get('per_sample_seeding', True):
         cfg.train_dataloader = seeded_train_dataloader(cfg.train_dataloader)

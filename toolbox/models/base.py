@@ -17,5 +17,6 @@ class ToolboxModel(BaseModel):
                 if isinstance(v, torch.Tensor) and not torch.isfinite(v).all():
                     raise FloatingPointError(
                         f'loss term {name!r} is not finite ({v.detach().float().cpu().tolist()});'
-                        f' lower the learning rate, check the data, or enable gradient clipping')
+                        f' lower the learning rate, check the data (tools/check_dataset.py), or '
+                        f'enable or tighten gradient clipping (optim_wrapper.clip_grad)')
         return super().parse_losses(losses)
