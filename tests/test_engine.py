@@ -147,22 +147,34 @@ def test_every_config_builds_its_model(config):
 
 
 @pytest.mark.slow
-def test_cpu_ddp_with_gloo_through_dist_train_sh(tmp_path, demo_root):
-    """Two processes on CPU: the process group is gloo and DDP runs with device_ids=None."""
-    work_dir = tmp_path / 'ddp'
-    options = [f'train_dataloader.dataset.data_root={demo_root}/coco/',
-               f'val_dataloader.dataset.data_root={demo_root}/coco/',
-               f'val_evaluator.ann_file={demo_root}/coco/annotations/instances_val.json',
-               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               'train_dataloader.batch_size=4']
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29517')
-    out = subprocess.run(['bash', 'tools/dist_train.sh', 'configs/retinanet_r18_fpn_160_demo.py',
-                          '2', '--work-dir', str(work_dir), '--cfg-options', *options],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    log = next(work_dir.glob('*/*.log')).read_text()
+def test_cpu_ddp_with_gloo_through_dist_train_sh_and_exact_distributed_resume(tmp_path,
+                                                                             demo_root):
+    """Two processes on CPU: the process group is gloo and DDP runs with device_ids=None; a
+    distributed run resumed after epoch 1 ends with the uninterrupted run's weights."""
+    def dist_train(work_dir, max_epochs, *extra):
+        options = [f'train_dataloader.dataset.data_root={demo_root}/coco/',
+                   f'val_dataloader.dataset.data_root={demo_root}/coco/',
+                   f'val_evaluator.ann_file={demo_root}/coco/annotations/instances_val.json',
+                   f'train_cfg.max_epochs={max_epochs}', 'train_cfg.val_interval=2',
+                   'train_dataloader.batch_size=4', 'default_hooks.checkpoint.interval=1']
+        env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29517')
+        out = subprocess.run(['bash', 'tools/dist_train.sh',
+                              'configs/retinanet_r18_fpn_160_demo.py', '2', '--work-dir',
+                              str(work_dir), *extra, '--cfg-options', *options],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    dist_train(tmp_path / 'straight', 2)
+    log = next((tmp_path / 'straight').glob('*/*.log')).read_text()
     assert 'Distributed training: True' in log and "backend='gloo'" in log
-    assert 'coco/bbox_mAP' in log and (work_dir / 'epoch_1.pth').exists()
+    assert 'coco/bbox_mAP' in log
+    dist_train(tmp_path / 'split', 1)
+    dist_train(tmp_path / 'split', 2, '--resume')
+    expected = load_checkpoint_file(str(tmp_path / 'straight' / 'epoch_2.pth'))['state_dict']
+    got = load_checkpoint_file(str(tmp_path / 'split' / 'epoch_2.pth'))['state_dict']
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
 
 
 def test_val_loss_hook_logs_the_mean_loss_over_its_dataloader(tmp_path, demo_root):
