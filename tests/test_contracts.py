@@ -42,6 +42,8 @@ BACKBONE_CONFIGS: dict[str, dict] = {
     'VoVNet': dict(arch='V-19-slim', version=2, ese_blocks='all'),
     'SwinTransformer': dict(arch=dict(embed_dims=16, depths=(2, 2, 2, 2),
                                       num_heads=(1, 2, 2, 4))),
+    'SpineNet': dict(arch=dict(endpoints_num_filters=16, filter_size_scale=0.25,
+                               resample_alpha=0.5, block_repeats=1)),
 }
 # BatchNorms a backbone documents as training even under norm_eval=True (name prefixes):
 # RefineDetResNet's extra block is new, so its norms always train.

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 
 import torch
-from mmcv.cnn import ConvModule
+from mmcv.cnn import ConvModule, build_activation_layer
 from mmengine.structures import InstanceData
 from torch import nn
 
 from toolbox.models.bases import BaseDenseHead
+from toolbox.models.layers import build_norm_layer, resolve_norm_cfg
 from toolbox.models.task_utils import nms_instances, select_topk_candidates
 from toolbox.registry import MODELS
 
@@ -135,3 +136,68 @@ class RetinaHead(BaseDenseHead):
             results.append(nms_instances(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
                                          cfg['iou_threshold'], cfg['max_per_img']))
         return results
+
+
+@MODELS.register_module()
+class RetinaSepBNHead(RetinaHead):
+    """RetinaNet head whose subnet convs are shared across levels but whose norms are not
+    (mmdet's ``RetinaSepBNHead``; the SpineNet / TF RetinaNet head with ``batch_norm`` per
+    level).
+
+    Each subnet conv ``j`` is one ``cls_convs[j]`` / ``reg_convs[j]`` (3x3 conv *with bias*, no
+    norm, no activation, as in the TF head) applied to every level, followed by its own norm for
+    that level (``cls_norms[level][j]`` / ``reg_norms[level][j]``) and ``act_cfg``. The
+    classifier and box convs are shared too. For L levels and N subnet convs this is
+    ``2 L N`` norms instead of the ``2 N`` convs' worth of extra parameters of separate heads.
+
+    Args:
+        num_levels: pyramid levels the head is applied to (one norm set per level); must equal
+            the number of anchor strides.
+        norm_cfg: norm of every subnet conv (``dict(type='BN')`` by default; the SpineNet
+            recipes use SyncBN with momentum 0.01, eps 1e-3).
+        act_cfg: activation after each norm (ReLU, or SiLU for the swish recipes).
+        other arguments: :class:`RetinaHead`.
+
+    Shapes: as :class:`RetinaHead`; ``forward`` needs exactly ``num_levels`` maps.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, anchor_generator: dict,
+                 num_levels: int = 5, norm_cfg: dict | None = None,
+                 act_cfg: dict | None = None, **kwargs):
+        super().__init__(num_classes, in_channels, anchor_generator, norm_cfg=None, **kwargs)
+        strides = self.prior_generator.strides
+        if num_levels != len(strides):
+            raise ValueError(f'RetinaSepBNHead: num_levels={num_levels} but the anchor '
+                             f'generator has {len(strides)} strides {strides}')
+        self.num_levels = num_levels
+        norm_cfg = resolve_norm_cfg(norm_cfg or dict(type='BN', requires_grad=True), 2)
+        act_cfg = dict(act_cfg or dict(type='ReLU', inplace=True))
+        feat_channels = self.retina_cls.in_channels
+        stacked_convs = len(self.cls_convs)
+        for convs in (self.cls_convs, self.reg_convs):
+            for j, conv in enumerate(convs):
+                convs[j] = ConvModule(conv.in_channels, feat_channels, 3, padding=1,
+                                      norm_cfg=None, act_cfg=None)
+        self.cls_norms = nn.ModuleList(
+            nn.ModuleList(build_norm_layer(norm_cfg, feat_channels)[1]
+                          for _ in range(stacked_convs)) for _ in range(num_levels))
+        self.reg_norms = nn.ModuleList(
+            nn.ModuleList(build_norm_layer(norm_cfg, feat_channels)[1]
+                          for _ in range(stacked_convs)) for _ in range(num_levels))
+        self.act = build_activation_layer(act_cfg)
+        self.reset_parameters()
+
+    def forward(self, feats):
+        if len(feats) != self.num_levels:
+            raise ValueError(f'RetinaSepBNHead has norms for {self.num_levels} levels, got '
+                             f'{len(feats)} maps')
+        cls_scores, bbox_preds = [], []
+        for x, cls_norms, reg_norms in zip(feats, self.cls_norms, self.reg_norms):
+            cls_feat, reg_feat = x, x
+            for conv, norm in zip(self.cls_convs, cls_norms):
+                cls_feat = self.act(norm(conv(cls_feat)))
+            for conv, norm in zip(self.reg_convs, reg_norms):
+                reg_feat = self.act(norm(conv(reg_feat)))
+            cls_scores.append(self.retina_cls(cls_feat))
+            bbox_preds.append(self.retina_reg(reg_feat))
+        return cls_scores, bbox_preds
