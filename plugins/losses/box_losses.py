@@ -1,4 +1,5 @@
-"""Box regression losses: L1, smooth L1 (on encoded deltas) and GIoU (on decoded boxes)."""
+"""Box regression losses: L1, smooth L1 (on encoded deltas), GIoU and bounded IoU (on decoded
+boxes)."""
 from __future__ import annotations
 
 import torch
@@ -22,6 +23,35 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.numel() == 0:
         return pred.sum(-1)
     return generalized_box_iou_loss(pred, target, reduction='none')
+
+
+def bounded_iou_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.2,
+                     eps: float = 1e-3) -> torch.Tensor:
+    """(N, 4) bounded IoU loss of paired ``xyxy`` boxes (Tychsen-Smith & Petersson 2018).
+
+    With centre offsets ``dx, dy`` (target minus prediction) and sizes ``w, h``, each term
+    bounds the IoU along one coordinate (the target is a constant: no gradient):
+
+    * ``dx: 1 - max((w_t - 2 |dx|) / (w_t + 2 |dx| + eps), 0)`` (``dy`` with ``h_t``),
+    * ``dw: 1 - min(w_t / (w_p + eps), w_p / (w_t + eps))`` (``dh`` with ``h``),
+
+    then smooth L1 with ``beta`` against 0: ``0.5 x^2 / beta`` if ``x < beta`` else
+    ``x - 0.5 beta``. A perfect box gives ``O((eps / w)^2)``, 0 as ``eps -> 0``.
+    """
+    if pred.numel() == 0:
+        return pred.new_zeros(pred.shape)
+    pred_w, pred_h = pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1]
+    pred_cx, pred_cy = pred[:, 0] + 0.5 * pred_w, pred[:, 1] + 0.5 * pred_h
+    target = target.detach()
+    target_w, target_h = target[:, 2] - target[:, 0], target[:, 3] - target[:, 1]
+    target_cx, target_cy = target[:, 0] + 0.5 * target_w, target[:, 1] + 0.5 * target_h
+    dx, dy = (target_cx - pred_cx).abs(), (target_cy - pred_cy).abs()
+    loss_dx = 1 - ((target_w - 2 * dx) / (target_w + 2 * dx + eps)).clamp(min=0)
+    loss_dy = 1 - ((target_h - 2 * dy) / (target_h + 2 * dy + eps)).clamp(min=0)
+    loss_dw = 1 - torch.min(target_w / (pred_w + eps), pred_w / (target_w + eps))
+    loss_dh = 1 - torch.min(target_h / (pred_h + eps), pred_h / (target_h + eps))
+    terms = torch.stack([loss_dx, loss_dy, loss_dw, loss_dh], dim=-1)
+    return torch.where(terms < beta, 0.5 * terms * terms / beta, terms - 0.5 * beta)
 
 
 class _BoxLoss(nn.Module):
@@ -62,3 +92,17 @@ class GIoULoss(_BoxLoss):
 
     def elementwise(self, pred, target):
         return giou_loss(pred, target)
+
+
+@MODELS.register_module()
+class BoundedIoULoss(_BoxLoss):
+    """:func:`bounded_iou_loss` on decoded ``xyxy`` boxes; (N, 4) values, per-coordinate
+    weights (Guided Anchoring's shape loss: ``beta=0.2``, ``eps=1e-3``)."""
+
+    def __init__(self, beta: float = 0.2, eps: float = 1e-3, reduction: str = 'mean',
+                 loss_weight: float = 1.0):
+        super().__init__(reduction, loss_weight)
+        self.beta, self.eps = beta, eps
+
+    def elementwise(self, pred, target):
+        return bounded_iou_loss(pred, target, self.beta, self.eps)

@@ -21,6 +21,10 @@ class TwoStageDetector(ToolboxModel):
       ``roi_head.predict(feats, proposals, samples)``; boxes are mapped to the original image.
     * ``'tensor'``: ``(rpn_outs, roi_outs)``: the RPN's raw outputs and the RoI head's
       ``forward(feats, proposals)`` on the RPN's predictions.
+    * Proposal-only mode (``roi_head=None``, an RPN evaluated on its own): ``'loss'`` gives the
+      ``loss_rpn_*`` terms, ``'predict'`` the proposals (``bboxes``, ``scores``, ``labels`` 0)
+      in the original image frame, for ``CocoMetric(metric='proposal')``; ``'tensor'`` the
+      RPN's raw outputs.
 
     Proposals are one ``InstanceData`` per image with ``bboxes`` (P, 4) ``xyxy`` in the input
     frame and ``scores`` (P,), detached (no gradient flows from the RoI head into the RPN's
@@ -29,12 +33,13 @@ class TwoStageDetector(ToolboxModel):
     Args:
         backbone, neck: as :class:`SingleStageDetector`.
         rpn_head: a dense head config; ``num_classes`` is forced to 1 (object vs background).
-        roi_head: a ``BaseRoIHead`` config.
+        roi_head: a ``BaseRoIHead`` config, or ``None`` for the proposal-only mode.
         train_cfg: ``dict(rpn_proposal=dict(nms_pre=2000, max_per_img=1000, iou_threshold=0.7,
             score_thr=0.0))``: the RPN's post-processing while training.
     """
 
-    def __init__(self, backbone: dict, rpn_head: dict, roi_head: dict, neck: dict | None = None,
+    def __init__(self, backbone: dict, rpn_head: dict, roi_head: dict | None = None,
+                 neck: dict | None = None,
                  train_cfg: dict | None = None, data_preprocessor: dict | None = None,
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -46,7 +51,7 @@ class TwoStageDetector(ToolboxModel):
                              f"{rpn_head['num_classes']}")
         rpn_head['num_classes'] = 1
         self.rpn_head = MODELS.build(rpn_head)
-        self.roi_head = MODELS.build(roi_head)
+        self.roi_head = MODELS.build(roi_head) if roi_head is not None else None
         self.train_cfg = dict(rpn_proposal=dict(nms_pre=2000, max_per_img=1000,
                                                 iou_threshold=0.7, score_thr=0.0))
         self.train_cfg.update(train_cfg or {})
@@ -69,6 +74,8 @@ class TwoStageDetector(ToolboxModel):
 
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
         feats = self.extract_feat(inputs)
+        if self.roi_head is None:
+            return self._forward_proposal_only(feats, data_samples, mode)
         if mode == 'loss':
             rpn_losses, proposals = self.rpn_head.loss_and_predict(
                 feats, self._class_agnostic(data_samples), self.train_cfg['rpn_proposal'])
@@ -85,6 +92,16 @@ class TwoStageDetector(ToolboxModel):
                 [dict(img_shape=tuple(inputs.shape[-2:]))] * inputs.shape[0]
             proposals = self.rpn_head.predict_by_feat(*rpn_outs, batch_img_metas=metas)
             return rpn_outs, self.roi_head(feats, proposals)
+        raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
+
+    def _forward_proposal_only(self, feats, data_samples, mode: str):
+        if mode == 'loss':
+            return prefix_losses(self.rpn_head.loss(feats, self._class_agnostic(data_samples)),
+                                 'rpn')
+        if mode == 'predict':
+            return attach_predictions(data_samples, self.rpn_head.predict(feats, data_samples))
+        if mode == 'tensor':
+            return self.rpn_head(feats)
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
 

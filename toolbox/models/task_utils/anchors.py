@@ -25,13 +25,16 @@ class AnchorGenerator:
         base_sizes: per-level base size; defaults to the stride.
         center_offset: anchor centres at ``(x + center_offset) * stride``; 0 as in mmdet,
             0.5 as in SSD / RefineDet.
+        round_base_anchors: round the corners of the base anchors to integers (torchvision's
+            ``AnchorGenerator``); False as in mmdet.
 
     With ratio ``r`` and size ``s`` an anchor has ``w = s / sqrt(r)``, ``h = s * sqrt(r)``.
     Base anchors are ordered ratio-major, scale fastest (as mmdet's default).
     """
 
     def __init__(self, strides, ratios=(0.5, 1.0, 2.0), scales=None, octave_base_scale=None,
-                 scales_per_octave=None, base_sizes=None, center_offset: float = 0.0):
+                 scales_per_octave=None, base_sizes=None, center_offset: float = 0.0,
+                 round_base_anchors: bool = False):
         self.strides = [int(s) for s in strides]
         if scales is None:
             if octave_base_scale is None or scales_per_octave is None:
@@ -44,6 +47,7 @@ class AnchorGenerator:
         self.scales = torch.tensor(scales, dtype=torch.float32)
         self.base_sizes = list(base_sizes) if base_sizes is not None else list(self.strides)
         self.center_offset = center_offset
+        self.round_base_anchors = round_base_anchors
         self.base_anchors = [self._base_anchors(s) for s in self.base_sizes]
 
     @property
@@ -56,7 +60,8 @@ class AnchorGenerator:
         w_ratio = 1 / h_ratio
         ws = (base_size * w_ratio[:, None] * self.scales[None, :]).reshape(-1)
         hs = (base_size * h_ratio[:, None] * self.scales[None, :]).reshape(-1)
-        return torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1)
+        base = torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1)
+        return base.round() if self.round_base_anchors else base
 
     def grid_anchors(self, featmap_sizes, device='cpu') -> list[torch.Tensor]:
         """Anchors of each level: list of (H_l * W_l * A_l, 4), see module docstring."""

@@ -14,14 +14,19 @@ class DeltaXYWHBoxCoder:
     ``dx = (gx - px) / pw``, ``dw = log(gw / pw)`` with centres and sizes of the reference
     box ``p`` and target ``g`` (widths ``x2 - x1``, no +1). SSD/RefineDet "variances"
     ``(0.1, 0.1, 0.2, 0.2)`` are ``stds`` here. All tensors (..., 4) ``xyxy``.
+
+    Decoding clamps ``dw``, ``dh`` to ``[-log(1 / wh_ratio_clip), log(1 / wh_ratio_clip)]``
+    (mmdet); with ``clamp_below=False`` only from above (torchvision's ``bbox_xform_clip``).
     """
 
     def __init__(self, means=(0.0, 0.0, 0.0, 0.0), stds=(1.0, 1.0, 1.0, 1.0),
-                 wh_ratio_clip: float = 16 / 1000, clip_border: bool = True):
+                 wh_ratio_clip: float = 16 / 1000, clip_border: bool = True,
+                 clamp_below: bool = True):
         self.means = means
         self.stds = stds
         self.max_log_ratio = abs(math.log(wh_ratio_clip))
         self.clip_border = clip_border
+        self.clamp_below = clamp_below
 
     def encode(self, boxes: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
         pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
@@ -37,8 +42,9 @@ class DeltaXYWHBoxCoder:
         deltas = deltas * deltas.new_tensor(self.stds) + deltas.new_tensor(self.means)
         pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
         px, py = boxes[..., 0] + 0.5 * pw, boxes[..., 1] + 0.5 * ph
-        dw = deltas[..., 2].clamp(-self.max_log_ratio, self.max_log_ratio)
-        dh = deltas[..., 3].clamp(-self.max_log_ratio, self.max_log_ratio)
+        low = -self.max_log_ratio if self.clamp_below else None
+        dw = deltas[..., 2].clamp(low, self.max_log_ratio)
+        dh = deltas[..., 3].clamp(low, self.max_log_ratio)
         cx, cy = px + deltas[..., 0] * pw, py + deltas[..., 1] * ph
         w, h = pw * dw.exp(), ph * dh.exp()
         out = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)

@@ -1,8 +1,10 @@
-"""Post-processing shared by dense heads: score filtering, top-k and class-aware NMS."""
+"""Post-processing shared by dense heads: score filtering, top-k, class-aware NMS, and the
+batched proposal post-processing of RPN-type heads."""
 from __future__ import annotations
 
 import torch
 from mmengine.structures import InstanceData
+from torch import Tensor
 from torchvision.ops import batched_nms
 
 
@@ -35,4 +37,81 @@ def nms_instances(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tenso
     results.bboxes = boxes[keep]
     results.scores = scores[keep]
     results.labels = labels[keep]
+    return results
+
+
+def clip_to_image_shapes(boxes: Tensor, shapes: Tensor) -> Tensor:
+    """Clip ``xyxy`` boxes (..., 4) to per-row image shapes ``shapes`` (..., 2) ``(h, w)``
+    broadcastable against ``boxes[..., :2]`` (one image size per image of a batch)."""
+    wh = shapes.flip(-1).to(boxes.dtype)
+    upper = torch.cat([wh, wh], dim=-1)
+    return torch.minimum(boxes.clamp(min=0), upper)
+
+
+def topk_per_image(keep: Tensor, image_ids: Tensor, num_images: int, k: int
+                   ) -> list[Tensor]:
+    """Split indices ``keep`` (M,), sorted by decreasing score, into per-image lists of at
+    most ``k`` (``k <= 0``: all), keeping the order within each image. ``image_ids`` (M,) is
+    the image of each entry of ``keep``."""
+    order = torch.sort(image_ids, stable=True).indices
+    keep, image_ids = keep[order], image_ids[order]
+    counts = torch.bincount(image_ids, minlength=num_images)
+    if k > 0:
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(keep.numel(), device=keep.device) - starts[image_ids]
+        keep = keep[rank < k]
+        counts = counts.clamp(max=k)
+    return list(keep.split(counts.tolist()))
+
+
+def proposals_from_levels(logits: list[Tensor], deltas: list[Tensor], priors: list[Tensor],
+                          bbox_coder, batch_img_metas: list[dict], cfg: dict
+                          ) -> list[InstanceData]:
+    """Batched RPN post-processing (one ``topk`` per level over the batch, decode, clip,
+    size filter, one ``batched_nms`` over images x levels, ``max_per_img`` per image).
+
+    Args:
+        logits: per level (B, N_l) objectness logits; ``-inf`` marks a skipped location
+            (Guided Anchoring's masked inference), never proposed.
+        deltas: per level (B, N_l, 4) box deltas.
+        priors: per level (N_l, 4) or (B, N_l, 4) anchors, ``xyxy`` input frame.
+        bbox_coder: decodes ``(priors, deltas)``.
+        batch_img_metas: per image metainfo with ``img_shape``.
+        cfg: see the RPN head's ``test_cfg`` (``nms_pre``, ``iou_threshold``, ``max_per_img``,
+            ``score_thr``, ``min_bbox_size``, ``nms_across_levels``).
+    """
+    num_images = logits[0].shape[0]
+    device = logits[0].device
+    boxes, scores, groups, finite = [], [], [], []
+    for level, (lvl_logits, lvl_deltas, lvl_priors) in enumerate(zip(logits, deltas, priors)):
+        k = lvl_logits.shape[1] if cfg['nms_pre'] <= 0 else min(cfg['nms_pre'],
+                                                                lvl_logits.shape[1])
+        top, idx = lvl_logits.topk(k, dim=1)  # (B, k)
+        if lvl_priors.dim() == 2:
+            sel_priors = lvl_priors[idx]
+        else:
+            sel_priors = lvl_priors.gather(1, idx[..., None].expand(-1, -1, 4))
+        sel_deltas = lvl_deltas.gather(1, idx[..., None].expand(-1, -1, 4))
+        boxes.append(bbox_coder.decode(sel_priors, sel_deltas))
+        scores.append(top.sigmoid())
+        finite.append(torch.isfinite(top))
+        groups.append(torch.full_like(idx, level))
+    shapes = torch.tensor([m['img_shape'][:2] for m in batch_img_metas], device=device)
+    boxes = clip_to_image_shapes(torch.cat(boxes, 1), shapes[:, None])  # (B, M, 4)
+    scores = torch.cat(scores, 1)
+    image_ids = torch.arange(num_images, device=device)[:, None].expand_as(scores)
+    groups = torch.cat(groups, 1) if not cfg.get('nms_across_levels', False) \
+        else torch.zeros_like(image_ids)
+    groups = groups + image_ids * len(logits)
+    boxes, scores = boxes.reshape(-1, 4), scores.reshape(-1)
+    image_ids, groups = image_ids.reshape(-1), groups.reshape(-1)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    valid = (wh > cfg.get('min_bbox_size', 0.0)).all(1) & (scores >= cfg.get('score_thr', 0.0)) \
+        & torch.cat(finite, 1).reshape(-1)
+    valid = valid.nonzero(as_tuple=True)[0]
+    keep = valid[batched_nms(boxes[valid], scores[valid], groups[valid], cfg['iou_threshold'])]
+    results = []
+    for image_keep in topk_per_image(keep, image_ids[keep], num_images, cfg['max_per_img']):
+        results.append(InstanceData(bboxes=boxes[image_keep], scores=scores[image_keep],
+                                    labels=torch.zeros_like(image_keep)))
     return results
