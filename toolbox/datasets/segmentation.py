@@ -135,10 +135,18 @@ class BaseSegDataset(BaseDataset):
             self._class_counts = self._count_pixels(np.ones(len(self), np.int64))
         return self._class_counts
 
+    def get_cat_ids(self, idx: int) -> list[int]:
+        """Classes present in the (label-mapped) map of image ``idx`` (used by class-aware
+        samplers); computed for every image with the cached :meth:`class_counts`."""
+        if getattr(self, '_image_classes', None) is None:
+            self._class_counts = self._count_pixels(np.ones(len(self), np.int64))
+        return np.flatnonzero(self._image_classes[idx]).tolist()
+
     def _count_pixels(self, repeats: np.ndarray) -> dict[str, np.ndarray]:
         num_classes = len(self.metainfo['classes'])
         pixel_counts = np.zeros(num_classes, dtype=np.int64)
         image_counts = np.zeros(num_classes, dtype=np.int64)
+        present = np.zeros((len(self), num_classes), dtype=bool)  # (image, class) presence
         for idx in np.flatnonzero(repeats):
             path = self.get_data_info(int(idx))['seg_map_path']
             seg = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -153,6 +161,9 @@ class BaseSegDataset(BaseDataset):
                                  f'{num_classes - 1} nor ignore_index {self.ignore_index}')
             pixel_counts += repeats[idx] * values[:num_classes]
             image_counts += repeats[idx] * (values[:num_classes] > 0)
+            present[idx] = values[:num_classes] > 0
+        if repeats.all():  # every map was read
+            self._image_classes = present
         return dict(pixel_counts=pixel_counts, image_counts=image_counts,
                     num_images=int(repeats.sum()))
 
