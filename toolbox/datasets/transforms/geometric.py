@@ -83,6 +83,75 @@ class RandomResize(BaseTransform):
 
 
 @TRANSFORMS.register_module()
+class RandomChoiceResize(BaseTransform):
+    """Resize to one of ``scales`` (each ``(w, h)``) drawn uniformly, as :class:`Resize`.
+
+    DETR's multi-scale training: ``scales=[(1333, s) for s in range(480, 801, 32)]`` with
+    ``keep_ratio=True`` sets the short edge to ``s`` and caps the long edge at 1333.
+    """
+
+    def __init__(self, scales, keep_ratio: bool = True, interpolation: str = 'bilinear'):
+        self.scales = [tuple(s) if not isinstance(s, int) else (s, s) for s in scales]
+        if not self.scales:
+            raise ValueError('RandomChoiceResize needs at least one scale')
+        self.keep_ratio = keep_ratio
+        self.interpolation = _INTERP[interpolation]
+
+    def transform(self, results: dict) -> dict:
+        scale = self.scales[np.random.randint(len(self.scales))]
+        h, w = results['img'].shape[:2]
+        new_w, new_h = rescale_size((w, h), scale, self.keep_ratio)
+        return _apply_resize(results, max(new_w, 1), max(new_h, 1), self.interpolation)
+
+
+@TRANSFORMS.register_module()
+class RandomSizeCrop(BaseTransform):
+    """DETR's ``RandomSizeCrop``: crop a window of random size at a random position.
+
+    The window's width is drawn uniformly from ``[min_size, min(w, max_size)]`` and its height
+    from ``[min_size, min(h, max_size)]`` (a side shorter than ``min_size`` is kept whole).
+    Boxes (``gt_bboxes`` (N, 4) ``xyxy`` pixels) are shifted into the window and clipped to
+    it; boxes left with no area are removed with their ``gt_bboxes_labels`` and
+    ``gt_ignore_flags``, so an image may end up without objects (DETR trains on those).
+    ``img_shape`` is updated; ``scale_factor`` is unchanged (training pipelines only).
+    """
+
+    def __init__(self, min_size: int, max_size: int):
+        if not 1 <= min_size <= max_size:
+            raise ValueError(f'need 1 <= min_size <= max_size, got {min_size}, {max_size}')
+        self.min_size = min_size
+        self.max_size = max_size
+
+    def _side(self, length: int) -> int:
+        high = min(length, self.max_size)
+        return high if high <= self.min_size else np.random.randint(self.min_size, high + 1)
+
+    def transform(self, results: dict) -> dict:
+        h, w = results['img'].shape[:2]
+        crop_w, crop_h = self._side(w), self._side(h)
+        x1 = np.random.randint(0, w - crop_w + 1)
+        y1 = np.random.randint(0, h - crop_h + 1)
+        results['img'] = np.ascontiguousarray(results['img'][y1:y1 + crop_h, x1:x1 + crop_w])
+        results['img_shape'] = (crop_h, crop_w)
+        if 'gt_seg_map' in results:
+            results['gt_seg_map'] = np.ascontiguousarray(
+                results['gt_seg_map'][y1:y1 + crop_h, x1:x1 + crop_w])
+        if 'gt_bboxes' in results:
+            boxes = results['gt_bboxes'].astype(np.float32).reshape(-1, 4)
+            boxes = clip_boxes(boxes - np.array([x1, y1, x1, y1], dtype=np.float32),
+                               (crop_h, crop_w))
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            results['gt_bboxes'] = boxes[keep]
+            for key in ('gt_bboxes_labels', 'gt_ignore_flags'):
+                if key in results:
+                    results[key] = results[key][keep]
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(min_size={self.min_size}, max_size={self.max_size})'
+
+
+@TRANSFORMS.register_module()
 class RandomFlip(BaseTransform):
     """Flip horizontally, vertically or both (``'diagonal'``) with probability ``prob``; sets
     ``flip`` and ``flip_direction``."""

@@ -1,0 +1,1 @@
+"""First-party plugins of this family; each module is its own entry point (setup.py)."""
