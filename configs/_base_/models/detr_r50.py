@@ -3,8 +3,6 @@
 # 6 decoder post-norm layers (8 heads, FFN 2048, dropout 0.1), 100 queries, class (C + 1) and
 # 3-layer box heads with losses on every decoder layer. 41,302,368 trainable parameters at
 # 91 classes (ANCHORS.md 3.3).
-custom_imports = dict(imports=['toolbox_plugins.necks.channel_mapper'],
-                      allow_failed_imports=False)
 model = dict(
     type='SetPredictionDetector',
     data_preprocessor=dict(type='DataPreprocessor', mean=[123.675, 116.28, 103.53],
