@@ -30,7 +30,12 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
     and the classifier, loss and predict every decode head shares.
 
     * ``features(feats) -> (B, channels, h, w)``: implemented by each head; ``feats`` is the
-      backbone's (or neck's) tuple and ``in_index`` picks the input.
+      backbone's (or neck's) tuple and ``in_index`` picks the input. A head that also reads
+      the network input (UNETR's encoder branch) sets ``reads_inputs = True`` and implements
+      ``features(feats, inputs)``; the segmentor then passes ``inputs=`` (B, C_in, *spatial)
+      to ``forward`` / ``loss`` / ``predict``.
+    * 2D and 3D: ``spatial_dims`` picks the classifier (Conv2d / Conv3d) and the dropout;
+      maps are (B, C, H, W) or (B, C, D, H, W), labels (1, H, W) or (1, D, H, W) per sample.
     * ``forward(feats) -> (B, num_classes, h, w)``: dropout then the 1x1 classifier
       ``conv_seg`` (with bias), at the resolution of the head's finest input.
     * ``loss(feats, data_samples) -> dict``: the logits are resized bilinearly to the ground
@@ -57,8 +62,9 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
         norm_cfg: norm of the head's convs; ``None`` for biased convs without norm.
         align_corners: see above.
         ignore_index: label ignored by the loss and the accuracy (:data:`IGNORE_INDEX`).
-        loss_decode: loss config; called as ``loss(logits (B, C, H, W), labels (B, H, W),
-            ignore_index=...)``, its ``loss_name`` attribute names the loss key.
+        loss_decode: loss config; called as ``loss(logits (B, C, *spatial), labels
+            (B, *spatial), ignore_index=...)``, its ``loss_name`` attribute names the loss key.
+        spatial_dims: 2 (images) or 3 (volumes).
         init_cfg: mmengine ``init_cfg`` applied by ``init_weights()``; layers are initialised
             at construction by :meth:`reset_parameters`.
     """
@@ -67,10 +73,13 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
                  dropout_ratio: float = 0.1, norm_cfg: dict | None = dict(type='BN'),
                  align_corners: bool = False, ignore_index: int = IGNORE_INDEX,
                  loss_decode: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
-                 init_cfg: dict | list | None = None):
+                 spatial_dims: int = 2, init_cfg: dict | list | None = None):
         super().__init__(init_cfg=init_cfg)
         if num_classes < 1:
             raise ValueError(f'num_classes must be >= 1, got {num_classes}')
+        if spatial_dims not in (2, 3):
+            raise ValueError(f'spatial_dims must be 2 or 3, got {spatial_dims}')
+        self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.channels = channels
         self.num_classes = num_classes
@@ -79,8 +88,9 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
         self.align_corners = align_corners
         self.ignore_index = ignore_index
         self.loss_decode = MODELS.build(loss_decode)
-        self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else nn.Identity()
-        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        dropout = nn.Dropout2d if spatial_dims == 2 else nn.Dropout3d
+        self.dropout = dropout(dropout_ratio) if dropout_ratio > 0 else nn.Identity()
+        self.conv_seg = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(channels, num_classes, 1)
 
     def reset_parameters(self) -> None:
         """Kaiming-normal convs, unit norms, and a small-normal classifier (std 0.01).
@@ -94,17 +104,26 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
         """Apply ``init_cfg`` only (see :mod:`toolbox.models.bases.init`)."""
         apply_init_cfg(self)
 
+    #: whether ``features`` also takes the network input (see the class docstring)
+    reads_inputs = False
+
     @abc.abstractmethod
     def features(self, feats: Sequence[Tensor]) -> Tensor:
-        """Backbone outputs -> the (B, channels, h, w) map the classifier reads."""
+        """Backbone outputs -> the (B, channels, *spatial) map the classifier reads."""
 
-    def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        """Backbone outputs -> logits (B, num_classes, h, w)."""
+    def forward(self, feats: Sequence[Tensor], inputs: Tensor | None = None) -> Tensor:
+        """Backbone outputs (and the input when ``reads_inputs``) -> logits
+        (B, num_classes, *spatial)."""
+        if self.reads_inputs:
+            if inputs is None:
+                raise ValueError(f'{type(self).__name__} reads the network input: pass inputs=')
+            return self.conv_seg(self.dropout(self.features(feats, inputs)))
         return self.conv_seg(self.dropout(self.features(feats)))
 
-    def loss(self, feats: Sequence[Tensor], data_samples) -> dict[str, Tensor]:
-        logits = self(feats)
-        labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)  # (B, H, W)
+    def loss(self, feats: Sequence[Tensor], data_samples,
+             inputs: Tensor | None = None) -> dict[str, Tensor]:
+        logits = self(feats, inputs)
+        labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)  # (B, *sp)
         logits = resize(logits, labels.shape[-2:], self.align_corners)
         loss = self.loss_decode(logits, labels, ignore_index=self.ignore_index)
         with torch.no_grad():
@@ -113,9 +132,10 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
             acc = correct.sum() * 100.0 / valid.sum().clamp(min=1)
         return {getattr(self.loss_decode, 'loss_name', 'loss_seg'): loss, 'acc_seg': acc}
 
-    def predict(self, feats: Sequence[Tensor], data_samples) -> list[PixelData]:
+    def predict(self, feats: Sequence[Tensor], data_samples,
+                inputs: Tensor | None = None) -> list[PixelData]:
         """Per sample ``PixelData(seg_logits=(C, H, W))`` at the sample's batch input size."""
-        logits = self(feats)
+        logits = self(feats, inputs)
         size = data_samples[0].metainfo['batch_input_shape']
         logits = resize(logits, size, self.align_corners)
         return [PixelData(seg_logits=one) for one in logits]

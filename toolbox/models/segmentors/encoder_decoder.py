@@ -81,12 +81,16 @@ class EncoderDecoder(ToolboxModel):
         if mode == 'predict':
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
-            return self.decode_head(self.extract_feat(inputs))
+            return self.decode_head(self.extract_feat(inputs), **self._head_inputs(inputs))
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
+
+    def _head_inputs(self, inputs: Tensor) -> dict:
+        """``inputs=`` for a decode head that reads the network input (``reads_inputs``)."""
+        return dict(inputs=inputs) if self.decode_head.reads_inputs else {}
 
     def loss(self, inputs: Tensor, data_samples) -> dict[str, Tensor]:
         feats = self.extract_feat(inputs)
-        losses = dict(self.decode_head.loss(feats, data_samples))
+        losses = dict(self.decode_head.loss(feats, data_samples, **self._head_inputs(inputs)))
         if self.auxiliary_head is None:
             return losses
         heads = self.auxiliary_head if isinstance(self.auxiliary_head, nn.ModuleList) \
@@ -102,7 +106,8 @@ class EncoderDecoder(ToolboxModel):
         """(B, 3, H, W) -> logits (B, C, H, W) at the input size (the head's predict)."""
         meta = dict(batch_input_shape=tuple(inputs.shape[-2:]))
         metas = [DataSample(metainfo=meta) for _ in range(inputs.shape[0])]
-        preds = self.decode_head.predict(self.extract_feat(inputs), metas)
+        preds = self.decode_head.predict(self.extract_feat(inputs), metas,
+                                         **self._head_inputs(inputs))
         return torch.stack([p.seg_logits for p in preds])
 
     def slide_inference(self, inputs: Tensor) -> Tensor:
