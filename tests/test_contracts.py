@@ -44,7 +44,12 @@ BACKBONE_CONFIGS: dict[str, dict] = {
                                       num_heads=(1, 2, 2, 4))),
     'SpineNet': dict(arch=dict(endpoints_num_filters=16, filter_size_scale=0.25,
                                resample_alpha=0.5, block_repeats=1)),
+    'ViT': dict(in_channels=3, img_size=64, spatial_dims=2, hidden_size=32, mlp_dim=64,
+                num_layers=3, num_heads=2, out_indices=(1, 2, 3)),
 }
+# Input sizes (H, W) of backbones that take one fixed size (a learned position embedding per
+# patch); the others run every size of INPUT_SIZES.
+FIXED_INPUT_SIZES: dict[str, tuple[tuple[int, int], ...]] = {'ViT': ((64, 64),)}
 # BatchNorms a backbone documents as training even under norm_eval=True (name prefixes):
 # RefineDetResNet's extra block is new, so its norms always train.
 NORM_EVAL_TRAINING: dict[str, tuple[str, ...]] = {
@@ -128,7 +133,7 @@ def check_feature_contract(model: BaseBackbone, name: str) -> None:
         f'{name}: out_channels {channels} and strides {strides} need one entry per output'
     assert model.size_divisor >= 1
     model.train()
-    for height, width in INPUT_SIZES:
+    for height, width in FIXED_INPUT_SIZES.get(name, INPUT_SIZES):
         x = _input(model, height, width)
         h, w = x.shape[-2:]
         outs = _forward_backward(model, x)
@@ -205,7 +210,7 @@ def check_channels_last(model: BaseBackbone, name: str) -> None:
     output's scale (max(1, max |output|)), since the two layouts run different conv kernels
     whose fp32 sums round differently (measured: 1.1e-5 on a ResNet-18 map of magnitude 10)."""
     model.eval()
-    for height, width in INPUT_SIZES:
+    for height, width in FIXED_INPUT_SIZES.get(name, INPUT_SIZES):
         x = _input(model, height, width)
         with torch.no_grad():
             expected = model(x)

@@ -1,6 +1,8 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [options]``.
 
 ``--format-only`` writes a COCO result json (e.g. for test-dev) instead of evaluating.
+``--save-nifti DIR`` writes each volume prediction as ``DIR/<case>.nii.gz`` (labels in the
+original voxel grid, with the input file's affine; ``SaveNiftiHook``).
 The checkpoint is loaded with ``weights_only=True``.
 """
 import argparse
@@ -18,6 +20,9 @@ def parse_args(argv=None):
     parser.add_argument('--outfile-prefix', default=None,
                         help='prefix of the result json for --format-only '
                              '(writes <prefix>.bbox.json)')
+    parser.add_argument('--save-nifti', metavar='DIR', default=None,
+                        help='write each volume prediction as DIR/<case>.nii.gz with the '
+                             "input's affine (3D segmentation)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. test_dataloader.batch_size=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
@@ -43,6 +48,9 @@ def main(argv=None):
             elif not evaluator.get('outfile_prefix'):
                 raise ValueError('--format-only needs --outfile-prefix (or '
                                  'test_evaluator.outfile_prefix in the config)')
+    if args.save_nifti:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='SaveNiftiHook', out_dir=args.save_nifti)]
     init_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
     metrics = runner.test()

@@ -5,9 +5,10 @@ from .detection import AnnotationError, CocoDataset, DetectionDataset, VOCDatase
 from .transforms import *  # noqa: F401,F403  (registers the transforms)
 from .segmentation import BaseSegDataset, CamVidDataset, FolderSegDataset, VOCSegDataset
 from .samplers import ClassBalancedSampler, RepeatFactorSampler
+from .medical import DecathlonDataset
 
 __all__ = ['DetectionDataset', 'CocoDataset', 'VOCDataset', 'AnnotationError',
            'make_demo_dataset', 'BaseSegDataset', 'VOCSegDataset', 'CamVidDataset',
            'FolderSegDataset', 'dataset_class_counts', 'check_class_counts_support',
-           'RepeatFactorSampler', 'ClassBalancedSampler',
+           'RepeatFactorSampler', 'ClassBalancedSampler', 'DecathlonDataset',
            'SeededDataset', 'SeededSampler', 'SeededIndex', 'seeded_train_dataloader']

@@ -1,5 +1,6 @@
-"""Hooks: RNG state in checkpoints (exact resume), dataset class counts for the losses, and
-the model / data agreement check."""
+"""Hooks: RNG state in checkpoints (exact resume), dataset class counts for the losses, the
+model / data agreement check, and NIfTI output of volume predictions."""
+import os
 import random
 
 import numpy as np
@@ -164,3 +165,79 @@ class ModelDataAgreementHook(Hook):
                     f'{type(dataset).__name__} has {len(classes)} classes {tuple(classes)}: set '
                     f'num_classes={len(classes)}, or give the dataset '
                     f'metainfo=dict(classes=(...)) to use a subset of its classes')
+
+
+def nifti_case_name(path) -> str:
+    """``.../hippocampus_001.nii.gz`` -> ``hippocampus_001`` (also ``.nii``)."""
+    name = os.path.basename(str(path))
+    for suffix in ('.nii.gz', '.nii'):
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return os.path.splitext(name)[0]
+
+
+def save_nifti_prediction(sample, out_dir: str) -> str:
+    """Write ``sample.pred_sem_seg`` (a :class:`VolumeData` int64 (1, D, H, W) in the original
+    frame, as :meth:`EncoderDecoder.postprocess` returns it) as ``out_dir/<case>.nii.gz``.
+
+    ``<case>`` is the input file's name without ``.nii.gz`` (``img_path`` in the metainfo);
+    the image carries the input's ``affine`` (4, 4), so the labels overlay the input volume in
+    any viewer. Voxels are uint8 when every label fits (0..255), int16 otherwise. The file is
+    written under a temporary name and renamed into place. Returns the path.
+    """
+    try:
+        import nibabel
+    except ImportError as exc:  # optional dependency (extra [medical])
+        raise ImportError('writing NIfTI predictions needs nibabel: pip install nibabel '
+                          '(or the toolbox extra [medical])') from exc
+    meta = sample.metainfo
+    where = meta.get('img_path', 'a test sample')
+    if 'pred_sem_seg' not in sample or sample.pred_sem_seg.data.dim() != 4:
+        raise ValueError(f'save_nifti_prediction: {where}: needs pred_sem_seg of a volume '
+                         f'(1, D, H, W)')
+    for key in ('img_path', 'affine'):
+        if meta.get(key) is None:
+            raise ValueError(f'save_nifti_prediction: {where}: metainfo has no {key!r} '
+                             f"(add it to PackInputs' meta_keys)")
+    labels = sample.pred_sem_seg.data[0].cpu().numpy()  # (D, H, W), the NIfTI (i, j, k) axes
+    if 'ori_shape' in meta and tuple(labels.shape) != tuple(meta['ori_shape']):
+        raise ValueError(f'save_nifti_prediction: {where}: prediction of shape '
+                         f"{labels.shape} is not in the original frame {tuple(meta['ori_shape'])}")
+    dtype = np.uint8 if labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255) \
+        else np.int16
+    image = nibabel.Nifti1Image(labels.astype(dtype), np.asarray(meta['affine'], np.float64))
+    image.set_data_dtype(dtype)
+    os.makedirs(out_dir, exist_ok=True)
+    case = nifti_case_name(meta['img_path'])
+    path = os.path.join(out_dir, f'{case}.nii.gz')
+    tmp = os.path.join(out_dir, f'.{case}.{os.getpid()}.tmp.nii.gz')
+    nibabel.save(image, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+@HOOKS.register_module()
+class SaveNiftiHook(Hook):
+    """After each test iteration, write every volume prediction as ``out_dir/<case>.nii.gz``
+    with the input's affine (see :func:`save_nifti_prediction`); ``tools/test.py
+    --save-nifti DIR`` adds it. mmengine's test loop keeps no predictions, so they are written
+    as they come. Each process writes its own samples.
+
+    Args:
+        out_dir: the folder (created when missing).
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, out_dir: str):
+        self.out_dir = str(out_dir)
+        self.num_written = 0
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        for sample in outputs or []:
+            save_nifti_prediction(sample, self.out_dir)
+            self.num_written += 1
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        print_log(f'SaveNiftiHook: wrote {self.num_written} prediction(s) to {self.out_dir}',
+                  logger='current')

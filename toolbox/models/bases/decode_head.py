@@ -11,7 +11,7 @@ from mmengine.structures import PixelData
 from torch import Tensor, nn
 
 from toolbox.registry import MODELS
-from toolbox.structures import IGNORE_INDEX
+from toolbox.structures import IGNORE_INDEX, VolumeData
 
 from .init import apply_init_cfg, kaiming_init_conv_norm
 
@@ -44,10 +44,10 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
       ignore_index=...)`` gives ``{loss_decode.loss_name: loss}`` (e.g. ``'loss_ce'``) and
       ``acc_seg``, the pixel accuracy in percent over non-ignored pixels (logged, not
       optimised).
-    * ``predict(feats, data_samples) -> list[PixelData]``: per sample ``seg_logits``
-      (C, H, W) resized to the sample's ``batch_input_shape`` (the padded network input).
-      Removing the padding, undoing the flip and resizing to the original image are the
-      segmentor's job.
+    * ``predict(feats, data_samples) -> list[PixelData | VolumeData]``: per sample
+      ``seg_logits`` (C, *spatial) resized to the sample's ``batch_input_shape`` (the
+      padded network input). Removing the padding, undoing the flip and resizing to the
+      original image are the segmentor's job.
 
     ``align_corners`` is passed to every bilinear resize: ``False`` (torchvision, mmseg) maps
     pixel *areas*; ``True`` (TF DeepLab, 513x513 crops) maps corner pixels onto each other and
@@ -124,7 +124,7 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
              inputs: Tensor | None = None) -> dict[str, Tensor]:
         logits = self(feats, inputs)
         labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)  # (B, *sp)
-        logits = resize(logits, labels.shape[-2:], self.align_corners)
+        logits = resize(logits, labels.shape[1:], self.align_corners)
         loss = self.loss_decode(logits, labels, ignore_index=self.ignore_index)
         with torch.no_grad():
             valid = labels != self.ignore_index
@@ -133,9 +133,11 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
         return {getattr(self.loss_decode, 'loss_name', 'loss_seg'): loss, 'acc_seg': acc}
 
     def predict(self, feats: Sequence[Tensor], data_samples,
-                inputs: Tensor | None = None) -> list[PixelData]:
-        """Per sample ``PixelData(seg_logits=(C, H, W))`` at the sample's batch input size."""
+                inputs: Tensor | None = None) -> list[PixelData | VolumeData]:
+        """Per sample ``seg_logits`` (C, *spatial) at the sample's batch input size, in a
+        ``PixelData`` (2D) or ``VolumeData`` (3D)."""
         logits = self(feats, inputs)
         size = data_samples[0].metainfo['batch_input_shape']
         logits = resize(logits, size, self.align_corners)
-        return [PixelData(seg_logits=one) for one in logits]
+        element = VolumeData if logits.dim() == 5 else PixelData
+        return [element(seg_logits=one) for one in logits]

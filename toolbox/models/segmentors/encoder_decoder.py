@@ -1,6 +1,12 @@
-"""Encoder-decoder segmentor: backbone -> (neck) -> decode head (+ auxiliary heads in training)."""
+"""Encoder-decoder segmentor: backbone -> (neck) -> decode head (+ auxiliary heads in training),
+for images (B, C, H, W) and volumes (B, C, D, H, W), with whole, sliding-window and
+MONAI-style Gaussian-blended sliding-window inference."""
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.structures import PixelData
@@ -8,39 +14,133 @@ from torch import Tensor, nn
 
 from toolbox.models.base import ToolboxModel
 from toolbox.registry import MODELS
-from toolbox.structures import DataSample
+from toolbox.structures import DataSample, VolumeData
+
+TEST_MODES = ('whole', 'slide', 'sliding_window')
+BLENDS = ('constant', 'gaussian')
+PADDING_MODES = ('constant', 'reflect', 'replicate', 'circular')
+#: defaults of ``test_cfg=dict(mode='sliding_window', ...)`` (those of MONAI's
+#: ``sliding_window_inference``)
+SLIDING_WINDOW_DEFAULTS = dict(sw_batch_size=4, overlap=0.25, blend='constant',
+                               sigma_scale=0.125, padding_mode='constant', cval=0.0)
 
 
 def _build(cfg):
     return cfg if isinstance(cfg, nn.Module) else MODELS.build(cfg)
 
 
+def _per_axis(value, ndim: int, name: str) -> tuple:
+    """A number or a sequence of ``ndim`` numbers -> a tuple of ``ndim`` numbers."""
+    if isinstance(value, (int, float)):
+        return (value,) * ndim
+    value = tuple(value)
+    if len(value) != ndim:
+        raise ValueError(f'test_cfg.{name} must be a number or {ndim} numbers (one per spatial '
+                         f'axis), got {value!r}')
+    return value
+
+
+def _positive_ints(value, name: str, mode: str) -> None:
+    if value is None or not isinstance(value, Sequence) or len(value) not in (2, 3) or \
+            not all(isinstance(v, int) and v >= 1 for v in value):
+        raise ValueError(f"test_cfg mode={mode!r} needs {name}=(h, w) or (d, h, w) of positive "
+                         f"ints, got {value!r}")
+
+
+def importance_map(roi_size: Sequence[int], blend: str = 'constant',
+                   sigma_scale: float | Sequence[float] = 0.125,
+                   device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Weight of each position of a window, shape ``roi_size`` (MONAI's
+    ``compute_importance_map``).
+
+    ``'constant'``: ones. ``'gaussian'``: the product over axes of
+    ``exp(-x^2 / (2 sigma^2))`` with ``x`` the offset from the window centre and
+    ``sigma = sigma_scale * roi_size`` per axis, clamped below at ``max(min, 1e-3)`` so that no
+    position has (almost) zero weight. Computed in float32, returned in ``dtype``.
+    """
+    roi_size = tuple(int(r) for r in roi_size)
+    if blend == 'constant':
+        weights = torch.ones(roi_size, device=device, dtype=torch.float32)
+    elif blend == 'gaussian':
+        sigmas = [r * s for r, s in zip(roi_size, _per_axis(sigma_scale, len(roi_size),
+                                                             'sigma_scale'))]
+        weights = None
+        for axis, (size, sigma) in enumerate(zip(roi_size, sigmas)):
+            x = torch.arange(-(size - 1) / 2.0, (size - 1) / 2.0 + 1, dtype=torch.float32,
+                             device=device)
+            x = torch.exp(x ** 2 / (-2 * sigma ** 2))  # 1D gaussian along this axis
+            weights = x if axis == 0 else weights.unsqueeze(-1) * x[(None,) * axis]
+    else:
+        raise ValueError(f'blend must be one of {BLENDS}, got {blend!r}')
+    weights = weights.clamp(min=max(weights.min().item(), 1e-3))
+    return weights.to(dtype)
+
+
+def window_starts(image_size: Sequence[int], roi_size: Sequence[int],
+                  overlap: Sequence[float]) -> np.ndarray:
+    """Start corners (num_windows, ndim) of the sliding windows that cover ``image_size``
+    (MONAI's ``dense_patch_slices`` with its scan interval), each axis ``>= roi_size``.
+
+    Along an axis of size ``S`` with window ``r``: interval ``i = max(int(r * (1 - overlap)), 1)``
+    (``r`` when ``S == r``), starts ``0, i, 2i, ...`` up to the first that reaches the end
+    (``ceil((S - r) / i) + 1`` windows), the last shifted back to ``S - r``. Windows are
+    ordered like ``np.meshgrid(..., indexing='ij')``: the last axis varies fastest.
+    """
+    starts = []
+    for size, roi, ovl in zip(image_size, roi_size, overlap):
+        interval = roi if roi == size else max(int(roi * (1 - ovl)), 1)
+        count = -(-(size - roi) // interval) + 1
+        starts.append(np.minimum(np.arange(count) * interval, size - roi))
+    grids = np.meshgrid(*starts, indexing='ij')
+    return np.stack([g.reshape(-1) for g in grids], axis=1)
+
+
 @MODELS.register_module()
 class EncoderDecoder(ToolboxModel):
     """``backbone`` -> optional ``neck`` -> ``decode_head``; ``auxiliary_head`` adds losses.
 
-    ``forward(inputs (B, 3, H, W), data_samples, mode)``:
+    Images and volumes share every code path: ``inputs`` is (B, C, H, W) for images or
+    (B, C, D, H, W) for volumes (the head's ``spatial_dims``); "spatial" below means (H, W) or
+    (D, H, W), and a volume's axes are the NIfTI array axes (i, j, k).
+
+    ``forward(inputs, data_samples, mode)``:
 
     * ``'loss'``: ``decode_head.loss`` (keys such as ``loss_ce``, ``acc_seg``) plus each
       auxiliary head's, renamed ``loss_aux_ce`` / ``aux_acc_seg`` (``loss_aux{k}_*`` for the
       k-th of several auxiliary heads);
-    * ``'predict'``: the data samples with ``seg_logits`` (PixelData, float (C, h, w)) and
-      ``pred_sem_seg`` (PixelData, int64 (1, h, w)) in the frame of the *original* image
-      (``ori_shape`` (h, w)): the logits at the batch input size are cropped to ``img_shape``
-      (undoing the data preprocessor's bottom/right padding), flipped back when the test
-      pipeline flipped the image, and resized bilinearly to ``ori_shape``;
+    * ``'predict'``: the data samples with ``seg_logits`` (float (C, *spatial)) and
+      ``pred_sem_seg`` (int64 (1, *spatial)) in the frame of the *original* image / volume
+      (``ori_shape``), as :class:`PixelData` for images and :class:`VolumeData` for volumes:
+      the logits at the batch input size are cropped to ``img_shape`` (undoing the end-padding
+      of the pipeline and the data preprocessor), flipped back when the pipeline flipped the
+      input (``flip`` / ``flip_direction`` for images, ``flip_axes`` for volumes), and resized
+      to ``ori_shape`` (bilinear for images, trilinear for volumes);
     * ``'tensor'``: the decode head's logits at its own resolution.
 
     The head contract is ``toolbox.models.bases.BaseDecodeHead``: ``loss(feats, samples)``
-    and ``predict(feats, samples) -> list[PixelData(seg_logits=(C, H_in, W_in))]``.
+    and ``predict(feats, samples) -> list`` of elements with ``seg_logits`` (C, *spatial) at
+    the batch input size (``inputs=`` is passed too when the head ``reads_inputs``).
 
     Args:
         backbone, decode_head, neck: config dicts (or built modules).
         auxiliary_head: a config dict or a list of them (used in training only).
-        test_cfg: ``dict(mode='whole')`` runs the network on the whole (padded) batch;
-            ``dict(mode='slide', crop_size=(h, w), stride=(h, w))`` runs it on overlapping
-            windows and averages the logits where windows overlap (windows at the border are
-            shifted inside the image; an image smaller than the window is one window).
+        test_cfg: how ``predict`` runs the network on the (padded) batch:
+
+            * ``dict(mode='whole')``: on the whole batch at once;
+            * ``dict(mode='slide', crop_size, stride)`` ((h, w) or (d, h, w) each): on
+              overlapping ``crop_size`` windows ``stride`` apart, one window position at a
+              time for the whole batch, averaging the logits uniformly where windows overlap
+              (windows at the far border are shifted inside; an axis shorter than the window
+              is one window of its size);
+            * ``dict(mode='sliding_window', roi_size, sw_batch_size=4, overlap=0.25,
+              blend='constant', sigma_scale=0.125, padding_mode='constant', cval=0.0)``: equal
+              to ``monai.inferers.sliding_window_inference`` with the same arguments
+              (``blend`` is MONAI's ``mode``): window placement of ``dense_patch_slices``
+              (:func:`window_starts`), ``sw_batch_size`` windows per network call (windows of
+              all samples of the batch, in order), logits weighted by :func:`importance_map`
+              (uniform or Gaussian) and divided by the summed weights; an input smaller than
+              ``roi_size`` is padded symmetrically (``padding_mode``, ``cval``) and the output
+              cropped back. ``overlap`` and ``sigma_scale`` may be per axis.
         data_preprocessor: normalisation and padding (``DataPreprocessor``; pads
             ``gt_sem_seg`` with the ignore index).
     """
@@ -60,16 +160,46 @@ class EncoderDecoder(ToolboxModel):
             self.auxiliary_head = nn.ModuleList([_build(h) for h in auxiliary_head])
         else:
             self.auxiliary_head = _build(auxiliary_head)
-        self.test_cfg = dict(test_cfg or dict(mode='whole'))
-        mode = self.test_cfg.get('mode', 'whole')
-        if mode not in ('whole', 'slide'):
-            raise ValueError(f"test_cfg.mode must be 'whole' or 'slide', got {mode!r}")
+        self.test_cfg = self._check_test_cfg(dict(test_cfg or dict(mode='whole')))
+
+    @staticmethod
+    def _check_test_cfg(cfg: dict) -> dict:
+        """Validate ``test_cfg`` up front (see the class docstring); fill the defaults of
+        ``'sliding_window'``."""
+        mode = cfg.get('mode', 'whole')
+        if mode not in TEST_MODES:
+            raise ValueError(f"test_cfg.mode must be 'whole' or 'slide' (uniform windows) or "
+                             f"'sliding_window' (MONAI-style blending), got {mode!r}")
         if mode == 'slide':
             for key in ('crop_size', 'stride'):
-                value = self.test_cfg.get(key)
-                if value is None or len(value) != 2 or min(value) < 1:
-                    raise ValueError(f"test_cfg mode='slide' needs {key}=(h, w) of positive "
-                                     f"ints, got {value!r}")
+                _positive_ints(cfg.get(key), key, mode)
+            if len(cfg['crop_size']) != len(cfg['stride']):
+                raise ValueError(f"test_cfg mode='slide': crop_size {cfg['crop_size']!r} and "
+                                 f"stride {cfg['stride']!r} must have the same length")
+        if mode == 'sliding_window':
+            unknown = set(cfg) - set(SLIDING_WINDOW_DEFAULTS) - {'mode', 'roi_size'}
+            if unknown:
+                raise ValueError(f"test_cfg mode='sliding_window' got unknown keys "
+                                 f"{sorted(unknown)}; accepted: roi_size, "
+                                 f"{', '.join(SLIDING_WINDOW_DEFAULTS)}")
+            cfg = {**SLIDING_WINDOW_DEFAULTS, **cfg}
+            _positive_ints(cfg.get('roi_size'), 'roi_size', mode)
+            ndim = len(cfg['roi_size'])
+            if not (isinstance(cfg['sw_batch_size'], int) and cfg['sw_batch_size'] >= 1):
+                raise ValueError(f"test_cfg.sw_batch_size must be a positive int, got "
+                                 f"{cfg['sw_batch_size']!r}")
+            if not all(0 <= o < 1 for o in _per_axis(cfg['overlap'], ndim, 'overlap')):
+                raise ValueError(f"test_cfg.overlap must be in [0, 1), got {cfg['overlap']!r}")
+            if not all(s > 0 for s in _per_axis(cfg['sigma_scale'], ndim, 'sigma_scale')):
+                raise ValueError(f"test_cfg.sigma_scale must be > 0, got "
+                                 f"{cfg['sigma_scale']!r}")
+            if cfg['blend'] not in BLENDS:
+                raise ValueError(f"test_cfg.blend must be one of {BLENDS}, got "
+                                 f"{cfg['blend']!r}")
+            if cfg['padding_mode'] not in PADDING_MODES:
+                raise ValueError(f"test_cfg.padding_mode must be one of {PADDING_MODES}, got "
+                                 f"{cfg['padding_mode']!r}")
+        return cfg
 
     def extract_feat(self, inputs: Tensor) -> tuple[Tensor, ...]:
         feats = self.backbone(inputs)
@@ -103,57 +233,125 @@ class EncoderDecoder(ToolboxModel):
         return losses
 
     def encode_decode(self, inputs: Tensor) -> Tensor:
-        """(B, 3, H, W) -> logits (B, C, H, W) at the input size (the head's predict)."""
-        meta = dict(batch_input_shape=tuple(inputs.shape[-2:]))
+        """(B, C_in, *spatial) -> logits (B, num_classes, *spatial) at the input size (the
+        head's predict)."""
+        meta = dict(batch_input_shape=tuple(inputs.shape[2:]))
         metas = [DataSample(metainfo=meta) for _ in range(inputs.shape[0])]
         preds = self.decode_head.predict(self.extract_feat(inputs), metas,
                                          **self._head_inputs(inputs))
         return torch.stack([p.seg_logits for p in preds])
 
+    def _check_window_dims(self, inputs: Tensor, key: str) -> tuple[int, ...]:
+        window = tuple(self.test_cfg[key])
+        if len(window) != inputs.dim() - 2:
+            raise ValueError(f'test_cfg.{key}={window} has {len(window)} axes but the inputs '
+                             f'{tuple(inputs.shape)} have {inputs.dim() - 2} spatial axes')
+        return window
+
     def slide_inference(self, inputs: Tensor) -> Tensor:
-        """Average the logits of overlapping ``crop_size`` windows, ``stride`` apart."""
-        h_crop, w_crop = self.test_cfg['crop_size']
-        h_stride, w_stride = self.test_cfg['stride']
-        batch, _, height, width = inputs.shape
-        h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
-        w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
-        logits = inputs.new_zeros((batch, self.num_classes, height, width))
-        count = inputs.new_zeros((1, 1, height, width))
-        for h_idx in range(h_grids):
-            for w_idx in range(w_grids):
-                y2 = min(h_idx * h_stride + h_crop, height)
-                x2 = min(w_idx * w_stride + w_crop, width)
-                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-                logits[:, :, y1:y2, x1:x2] += self.encode_decode(inputs[:, :, y1:y2, x1:x2])
-                count[:, :, y1:y2, x1:x2] += 1
+        """``test_cfg.mode='slide'``: (B, C_in, *spatial) -> logits (B, num_classes, *spatial),
+        the uniform average of overlapping ``crop_size`` windows, ``stride`` apart."""
+        crop = self._check_window_dims(inputs, 'crop_size')
+        strides = self.test_cfg['stride']
+        spatial = tuple(inputs.shape[2:])
+        ranges = []  # per axis: the (start, end) of each window position
+        for size, c, s in zip(spatial, crop, strides):
+            grids = max(size - c + s - 1, 0) // s + 1
+            ends = [min(k * s + c, size) for k in range(grids)]
+            ranges.append([(max(end - c, 0), end) for end in ends])
+        logits = inputs.new_zeros((inputs.shape[0], self.num_classes, *spatial))
+        count = inputs.new_zeros((1, 1, *spatial))
+        for window in itertools.product(*ranges):  # the last axis varies fastest
+            index = (slice(None), slice(None)) + tuple(slice(a, b) for a, b in window)
+            logits[index] += self.encode_decode(inputs[index])
+            count[index] += 1
         return logits / count
 
+    def sliding_window_inference(self, inputs: Tensor) -> Tensor:
+        """``test_cfg.mode='sliding_window'``: (B, C_in, *spatial) -> logits
+        (B, num_classes, *spatial), equal to ``monai.inferers.sliding_window_inference``
+        (see the class docstring), in the dtype of ``inputs``."""
+        cfg = self.test_cfg
+        roi = self._check_window_dims(inputs, 'roi_size')
+        ndim = len(roi)
+        ori_size = tuple(inputs.shape[2:])
+        # an axis shorter than the window is padded on both sides (half before), then cropped
+        before = [max(r - s, 0) // 2 for r, s in zip(roi, ori_size)]
+        after = [max(r - s, 0) - b for r, s, b in zip(roi, ori_size, before)]
+        if any(before) or any(after):
+            pad = [w for axis in reversed(range(ndim)) for w in (before[axis], after[axis])]
+            if cfg['padding_mode'] == 'constant':
+                inputs = F.pad(inputs, pad, mode='constant', value=cfg['cval'])
+            else:
+                inputs = F.pad(inputs, pad, mode=cfg['padding_mode'])
+        image_size = tuple(inputs.shape[2:])
+        starts = window_starts(image_size, roi, _per_axis(cfg['overlap'], ndim, 'overlap'))
+        windows = [tuple(slice(int(a), int(a) + r) for a, r in zip(corner, roi))
+                   for corner in starts]
+        weights = importance_map(roi, cfg['blend'], cfg['sigma_scale'], inputs.device,
+                                 inputs.dtype)
+        count = inputs.new_zeros(image_size)
+        for window in windows:
+            count[window] += weights
+        batch = inputs.shape[0]
+        logits = None
+        # window g of the whole batch is window g % num_windows of sample g // num_windows
+        total = batch * len(windows)
+        for first in range(0, total, cfg['sw_batch_size']):
+            chunk = [(g // len(windows), windows[g % len(windows)])
+                     for g in range(first, min(first + cfg['sw_batch_size'], total))]
+            crops = torch.stack([inputs[(b, slice(None)) + window] for b, window in chunk])
+            preds = self.encode_decode(crops)
+            if tuple(preds.shape[2:]) != roi:
+                raise ValueError(f'sliding_window: the network returned logits of spatial '
+                                 f'size {tuple(preds.shape[2:])} for windows of {roi}')
+            preds = preds * weights
+            if logits is None:
+                logits = inputs.new_zeros((batch, preds.shape[1], *image_size))
+            for pred, (b, window) in zip(preds, chunk):
+                logits[(b, slice(None)) + window] += pred
+        logits = logits / count
+        crop = tuple(slice(b, b + s) for b, s in zip(before, ori_size))
+        return logits[(slice(None), slice(None)) + crop]
+
     def inference(self, inputs: Tensor) -> Tensor:
-        """Logits (B, C, H, W) at the (padded) batch input size, by ``test_cfg.mode``."""
-        if self.test_cfg.get('mode', 'whole') == 'slide':
+        """Logits (B, num_classes, *spatial) at the (padded) batch input size, by
+        ``test_cfg.mode``."""
+        mode = self.test_cfg.get('mode', 'whole')
+        if mode == 'slide':
             return self.slide_inference(inputs)
+        if mode == 'sliding_window':
+            return self.sliding_window_inference(inputs)
         return self.encode_decode(inputs)
 
     def predict(self, inputs: Tensor, data_samples=None) -> list[DataSample]:
         if data_samples is None:
-            shape = tuple(inputs.shape[-2:])
+            shape = tuple(inputs.shape[2:])
             data_samples = [DataSample(metainfo=dict(img_shape=shape, ori_shape=shape))
                             for _ in range(inputs.shape[0])]
         logits = self.inference(inputs)
         return self.postprocess(logits, data_samples)
 
     def postprocess(self, logits: Tensor, data_samples) -> list[DataSample]:
-        """Crop the padding, undo the flip, resize to ``ori_shape``, then argmax."""
+        """Logits (B, C, *spatial) at the batch input size -> per sample ``seg_logits`` and
+        ``pred_sem_seg`` in the original frame: crop the end-padding to ``img_shape``, undo
+        the flip, resize to ``ori_shape`` (bilinear / trilinear), then argmax."""
+        ndim = logits.dim() - 2
+        element = PixelData if ndim == 2 else VolumeData
+        mode = 'bilinear' if ndim == 2 else 'trilinear'
         for one, sample in zip(logits, data_samples):
-            img_h, img_w = sample.metainfo.get('img_shape', one.shape[-2:])
-            one = one[None, :, :img_h, :img_w]
-            if sample.metainfo.get('flip', False):
+            img_shape = tuple(sample.metainfo.get('img_shape', one.shape[1:]))[:ndim]
+            one = one[(None, slice(None)) + tuple(slice(0, s) for s in img_shape)]
+            if ndim == 2 and sample.metainfo.get('flip', False):
                 direction = sample.metainfo.get('flip_direction', 'horizontal')
                 one = one.flip(dims=[3] if direction == 'horizontal' else [2])
-            ori_shape = tuple(sample.metainfo.get('ori_shape', (img_h, img_w)))
-            if tuple(one.shape[-2:]) != ori_shape:
-                one = F.interpolate(one, size=ori_shape, mode='bilinear',
+            flip_axes = tuple(sample.metainfo.get('flip_axes', ()))
+            if ndim == 3 and flip_axes:
+                one = one.flip(dims=[2 + a for a in flip_axes])
+            ori_shape = tuple(sample.metainfo.get('ori_shape', img_shape))[:ndim]
+            if tuple(one.shape[2:]) != ori_shape:
+                one = F.interpolate(one, size=ori_shape, mode=mode,
                                     align_corners=self.align_corners)
-            sample.seg_logits = PixelData(data=one[0])
-            sample.pred_sem_seg = PixelData(data=one[0].argmax(0, keepdim=True))
+            sample.seg_logits = element(data=one[0])
+            sample.pred_sem_seg = element(data=one[0].argmax(0, keepdim=True))
         return list(data_samples)
