@@ -12,8 +12,8 @@ model = dict(
     backbone=dict(img_size=crop_size, hidden_size=hidden, mlp_dim=4 * hidden, num_heads=6),
     decode_head=dict(in_channels=hidden, num_classes=3),
     test_cfg=dict(roi_size=crop_size))
-max_iters = 600
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=300)
+max_iters = 3000
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(type='OptimWrapper',
@@ -24,5 +24,5 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_iters - 50, eta_min=1e-5, by_epoch=False,
          begin=50, end=max_iters),
 ]
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=300, max_keep_ckpts=1))
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=1000, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)

@@ -3,7 +3,10 @@
 
 Each row shows one image of the evaluation split, its ground truth and the prediction of the
 checkpoint, coloured with the dataset's palette (ignored pixels black), with the per-image
-pixel accuracy and mIoU over the classes present in either map. The checkpoint is loaded with
+pixel accuracy and mIoU over the classes present in either map. For volumes (3D segmentors)
+each row is the slice along the first axis with the most ground-truth foreground: the network
+input (channel 0, after the pipeline's intensity scaling), the ground truth and the prediction,
+titled with the case's Dice per foreground class. The checkpoint is loaded with
 ``weights_only=True``.
 """
 import argparse
@@ -55,6 +58,7 @@ def main(argv=None):
     import toolbox  # noqa: F401  (registers the core)
     from toolbox.engine import load_config
     from toolbox.engine.weights import load_weights
+    from toolbox.evaluation.dice_metric import dice_counts, dice_from_counts
     from toolbox.evaluation.seg_metric import confusion_matrix, metrics_from_confusion
     from toolbox.plugins import load_plugins
     from toolbox.registry import DATASETS, MODELS
@@ -75,20 +79,33 @@ def main(argv=None):
 
     fig, axes = plt.subplots(len(indices), 3, figsize=(12, 3.2 * len(indices)), squeeze=False)
     for row, idx in enumerate(indices):
-        batch = pseudo_collate([dataset[idx]])
+        item = dataset[idx]
         with torch.no_grad():
-            sample = model.test_step(batch)[0]
+            sample = model.test_step(pseudo_collate([item]))[0]
         pred = sample.pred_sem_seg.data[0].cpu()
-        gt = sample.gt_sem_seg.data[0][:pred.shape[0], :pred.shape[1]].cpu()
-        matrix = confusion_matrix(pred, gt, len(classes)).numpy()
-        scores = metrics_from_confusion(matrix)
-        image = cv2.cvtColor(cv2.imread(sample.img_path), cv2.COLOR_BGR2RGB)
-        panels = [(image, sample.img_path.rsplit('/', 1)[-1]),
-                  (colorize(gt.numpy(), palette), 'ground truth'),
-                  (colorize(pred.numpy(), palette),
-                   f"prediction (pixel acc {scores['aAcc']:.1f}, mIoU {scores['mIoU']:.1f})")]
+        name = sample.img_path.rsplit('/', 1)[-1]
+        if pred.dim() == 3:  # a volume (D, H, W) in its original frame
+            gt = sample.gt_sem_seg.data[0].cpu()  # padded with the batch: crop to the volume
+            gt = gt[:pred.shape[0], :pred.shape[1], :pred.shape[2]]
+            dice = dice_from_counts(dice_counts(pred, gt, len(classes))[None].numpy())[0]
+            foreground = ((gt > 0) & (gt != IGNORE_INDEX)).flatten(1).sum(1)
+            z = int(foreground.argmax())
+            image = item['inputs'][0, z].float().numpy()
+            image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+            scores = ', '.join(f'{c} {d:.3f}' for c, d in zip(classes[1:], dice[1:]))
+            panels = [(image, f'{name} slice {z}'), (colorize(gt[z].numpy(), palette),
+                                                     'ground truth'),
+                      (colorize(pred[z].numpy(), palette), f'prediction (Dice {scores})')]
+        else:
+            gt = sample.gt_sem_seg.data[0][:pred.shape[0], :pred.shape[1]].cpu()
+            matrix = confusion_matrix(pred, gt, len(classes)).numpy()
+            scores = metrics_from_confusion(matrix)
+            image = cv2.cvtColor(cv2.imread(sample.img_path), cv2.COLOR_BGR2RGB)
+            panels = [(image, name), (colorize(gt.numpy(), palette), 'ground truth'),
+                      (colorize(pred.numpy(), palette),
+                       f"prediction (pixel acc {scores['aAcc']:.1f}, mIoU {scores['mIoU']:.1f})")]
         for ax, (panel, title) in zip(axes[row], panels):
-            ax.imshow(panel)
+            ax.imshow(panel, cmap='gray' if panel.ndim == 2 else None)
             ax.set_title(title, fontsize=9)
             ax.axis('off')
     handles = [Patch(color=np.asarray(c) / 255, label=name) for name, c in zip(classes, palette)]
