@@ -21,14 +21,12 @@ and the machine.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from mmengine.structures import InstanceData
 from torchvision.ops import box_convert
 
-from common import emit, machine
+from common import alternate, emit, machine
 
 
 def build_pair(device: str):
@@ -71,21 +69,6 @@ def make_batch(batch: int, size: int, device: str):
         labels.append(dict(class_labels=cls.to(device),
                            boxes=(box_convert(boxes, 'xyxy', 'cxcywh') / size).to(device)))
     return inputs, samples, labels
-
-
-def alternate(fn_a, fn_b, repeats: int, warmup: int, sync) -> tuple[float, float]:
-    """Median seconds of ``fn_a`` and ``fn_b``, timed one after the other ``repeats`` times."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            start = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times_a), statistics.median(times_b)
 
 
 def main(argv=None):

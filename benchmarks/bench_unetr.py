@@ -21,12 +21,10 @@ maxrss only grows), so memory is omitted (``null``).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from common import emit, machine
+from common import alternate, emit, machine
 
 
 def build_pair(size: int, device: str):
@@ -48,22 +46,6 @@ def build_pair(size: int, device: str):
                                 if k.startswith(prefix)}, strict=True)
     ours = torch.nn.ModuleDict(dict(backbone=backbone, head=head))
     return ours.to(device), peer.to(device)
-
-
-def alternate(fn_a, fn_b, repeats: int, warmup: int, sync) -> tuple[float, float]:
-    """Median seconds of ``fn_a`` and ``fn_b``, timed one after the other ``repeats`` times."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    sync()
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            start = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times_a), statistics.median(times_b)
 
 
 def peak_mib(fn, device: str) -> float | None:

@@ -34,6 +34,24 @@ def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def alternate(fn_a, fn_b, repeats: int, warmup: int, sync=lambda: None) -> tuple[float, float]:
+    """Median seconds of ``fn_a`` and ``fn_b``, timed one after the other ``repeats`` times, so
+    that load from other processes hits both alike; ``sync`` (e.g. ``torch.cuda.synchronize``)
+    runs before each clock read."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    sync()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def emit(record: dict, out_path: str | None = None) -> None:
     """Print one JSON line (and append it to ``out_path`` if given)."""
     line = json.dumps(record, sort_keys=True)

@@ -29,24 +29,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from toolbox.registry import METRICS
 from toolbox.structures import IGNORE_INDEX
 
+from .seg_metric import ClassMapMetric, field_data, sample_meta
+
 EMPTY_GT_RULES = ('penalize_fp', 'ignore')
 
-
-def _field(sample, name):
-    value = sample[name] if isinstance(sample, dict) else getattr(sample, name)
-    return value['data'] if isinstance(value, dict) else value.data
-
-
-def _meta(sample, key, default=None):
-    if isinstance(sample, dict):
-        return sample.get(key, default)
-    return sample.metainfo.get(key, default)
 
 
 def dice_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
@@ -98,7 +89,7 @@ def _nanmean(x: np.ndarray, axis=None):
 
 
 @METRICS.register_module()
-class DiceMetric(BaseMetric):
+class DiceMetric(ClassMapMetric):
     """Mean per-case Dice per class and over classes (module docstring for the rules).
 
     ``process`` stores, per sample, the (3, C) counts of :func:`dice_counts` (computed on the
@@ -145,37 +136,23 @@ class DiceMetric(BaseMetric):
         self.gt_from_file = gt_from_file
         self.per_case = None
 
-    @property
-    def num_classes(self) -> int:
-        if self._num_classes is not None:
-            return self._num_classes
-        classes = (self.dataset_meta or {}).get('classes')
-        if not classes:
-            raise ValueError('DiceMetric needs num_classes or dataset_meta with classes')
-        return len(classes)
-
-    def class_names(self) -> list[str]:
-        classes = (self.dataset_meta or {}).get('classes')
-        if classes and len(classes) == self.num_classes:
-            return list(classes)
-        return [str(c) for c in range(self.num_classes)]
-
     def process(self, data_batch, data_samples: Sequence) -> None:
         num_classes = self.num_classes
         for sample in data_samples:
-            pred = _field(sample, 'pred_sem_seg').squeeze(0)
+            pred = field_data(sample, 'pred_sem_seg').squeeze(0)
             gt = self._ground_truth(sample).to(pred.device)
             if gt.dim() != pred.dim():
-                raise ValueError(f"{_meta(sample, 'img_path', 'a sample')}: ground truth "
+                raise ValueError(f"{sample_meta(sample, 'img_path', 'a sample')}: ground truth "
                                  f"{tuple(gt.shape)} and prediction {tuple(pred.shape)} have "
                                  f"different numbers of axes")
             gt = gt[tuple(slice(0, s) for s in pred.shape)]
             if gt.shape != pred.shape:
+                where = sample_meta(sample, 'img_path', 'a sample')
                 raise ValueError(
-                    f"{_meta(sample, 'img_path', 'a sample')}: ground truth {tuple(gt.shape)} "
+                    f"{where}: ground truth {tuple(gt.shape)} "
                     f"is smaller than the prediction {tuple(pred.shape)} (ori_shape "
-                    f"{_meta(sample, 'ori_shape')}); the ground truth must keep the original "
-                    f"size")
+                    f"{sample_meta(sample, 'ori_shape')}); the ground truth must keep the "
+                    f"original size")
             counts = dice_counts(pred, gt, num_classes, self.ignore_index)
             self.results.append(counts.cpu().numpy())
 
@@ -183,21 +160,21 @@ class DiceMetric(BaseMetric):
         """(*spatial) ground truth of a sample, from ``gt_sem_seg`` or from its file."""
         if self.gt_from_file:
             from toolbox.datasets.transforms.volume import LoadVolumeAnnotation
-            path = _meta(sample, 'seg_map_path')
+            path = sample_meta(sample, 'seg_map_path')
             if not path:
                 raise ValueError(f"DiceMetric(gt_from_file=True): "
-                                 f"{_meta(sample, 'img_path', 'a sample')} has no "
+                                 f"{sample_meta(sample, 'img_path', 'a sample')} has no "
                                  f"seg_map_path in its metainfo")
             return torch.from_numpy(LoadVolumeAnnotation()._read(path))
-        spacing, ori_spacing = _meta(sample, 'spacing'), _meta(sample, 'ori_spacing')
+        spacing, ori_spacing = sample_meta(sample, 'spacing'), sample_meta(sample, 'ori_spacing')
         if spacing is not None and ori_spacing is not None and not np.allclose(
                 np.asarray(spacing, np.float64), np.asarray(ori_spacing, np.float64),
                 rtol=1e-6, atol=0):
-            raise ValueError(f"DiceMetric: {_meta(sample, 'img_path', 'a sample')}: the test "
+            raise ValueError(f"DiceMetric: {sample_meta(sample, 'img_path', 'a sample')}: the test "
                              f"pipeline resampled gt_sem_seg (spacing {list(spacing)} != "
                              f"ori_spacing {list(ori_spacing)}), so it is not in the "
                              f"prediction's original frame; use DiceMetric(gt_from_file=True)")
-        return _field(sample, 'gt_sem_seg').squeeze(0)
+        return field_data(sample, 'gt_sem_seg').squeeze(0)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         names = self.class_names()

@@ -68,19 +68,42 @@ def metrics_from_confusion(matrix: np.ndarray) -> dict[str, np.ndarray | float]:
                 mIoU=nanmean(iou), mAcc=nanmean(acc))
 
 
-def _field(sample, name):
+def field_data(sample, name):
     value = sample[name] if isinstance(sample, dict) else getattr(sample, name)
     return value['data'] if isinstance(value, dict) else value.data
 
 
-def _meta(sample, key, default=None):
+def sample_meta(sample, key, default=None):
     if isinstance(sample, dict):
         return sample.get(key, default)
     return sample.metainfo.get(key, default)
 
 
+class ClassMapMetric(BaseMetric):
+    """Base of the class-map metrics (IoU, Dice): the number of classes from the argument or
+    the dataset's ``classes``, and the names to report them under."""
+
+    _num_classes: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        if self._num_classes is not None:
+            return self._num_classes
+        classes = (self.dataset_meta or {}).get('classes')
+        if not classes:
+            raise ValueError(f'{type(self).__name__} needs num_classes or dataset_meta with '
+                             f'classes')
+        return len(classes)
+
+    def class_names(self) -> list[str]:
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes and len(classes) == self.num_classes:
+            return list(classes)
+        return [str(c) for c in range(self.num_classes)]
+
+
 @METRICS.register_module()
-class IoUMetric(BaseMetric):
+class IoUMetric(ClassMapMetric):
     """mIoU / mAcc / aAcc and per-class IoU / Acc over a dataset (module docstring).
 
     ``process`` computes each sample's confusion matrix on the prediction's device
@@ -112,33 +135,19 @@ class IoUMetric(BaseMetric):
         self.per_class = per_class
         self.confusion = None
 
-    @property
-    def num_classes(self) -> int:
-        if self._num_classes is not None:
-            return self._num_classes
-        classes = (self.dataset_meta or {}).get('classes')
-        if not classes:
-            raise ValueError('IoUMetric needs num_classes or dataset_meta with classes')
-        return len(classes)
-
-    def class_names(self) -> Sequence[str]:
-        classes = (self.dataset_meta or {}).get('classes')
-        if classes and len(classes) == self.num_classes:
-            return list(classes)
-        return [str(c) for c in range(self.num_classes)]
-
     def process(self, data_batch, data_samples: Sequence) -> None:
         num_classes = self.num_classes
         for sample in data_samples:
-            pred = _field(sample, 'pred_sem_seg').squeeze(0)
-            gt = _field(sample, 'gt_sem_seg').squeeze(0).to(pred.device)
+            pred = field_data(sample, 'pred_sem_seg').squeeze(0)
+            gt = field_data(sample, 'gt_sem_seg').squeeze(0).to(pred.device)
             gt = gt[:pred.shape[-2], :pred.shape[-1]]
             if gt.shape != pred.shape:
+                where = sample_meta(sample, 'img_path', 'a sample')
                 raise ValueError(
-                    f"{_meta(sample, 'img_path', 'a sample')}: ground truth {tuple(gt.shape)} "
+                    f"{where}: ground truth {tuple(gt.shape)} "
                     f"is smaller than the prediction {tuple(pred.shape)} (ori_shape "
-                    f"{_meta(sample, 'ori_shape')}). The ground truth must keep the original "
-                    f"image size; the data preprocessor pads (or crops) gt_sem_seg to the "
+                    f"{sample_meta(sample, 'ori_shape')}). The ground truth must keep the "
+                    f"original image size; the data preprocessor pads (or crops) gt_sem_seg to the "
                     f"batch input size, so a test pipeline must not resize the image")
             matrix = confusion_matrix(pred, gt, num_classes, self.ignore_index).flatten()
             nonzero = torch.nonzero(matrix).flatten()
