@@ -12,7 +12,7 @@ model = dict(
     backbone=dict(img_size=crop_size, hidden_size=hidden, mlp_dim=4 * hidden, num_heads=6),
     decode_head=dict(in_channels=hidden, num_classes=3),
     test_cfg=dict(roi_size=crop_size))
-max_iters = 3000
+max_iters = 2000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

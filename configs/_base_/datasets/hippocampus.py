@@ -3,7 +3,7 @@
 # ../shared/data/hippocampus. MSD publishes no labelled validation set: DecathlonDataset holds
 # out a seeded 20 % of the training list as `val` (162 train / 41 val, split_seed 0). Training:
 # z-score over non-zero voxels, 32 x 48 x 32 crops centred on foreground or background voxels
-# (1:1), random flips on every axis. Evaluation on whole volumes at their own size.
+# (1:1), random flips of axes 0 and 2. Evaluation on whole volumes at their own size.
 dataset_type = 'DecathlonDataset'
 data_root = '../shared/data/hippocampus'
 crop_size = (32, 48, 32)
@@ -12,7 +12,10 @@ train_pipeline = [
     dict(type='LoadVolumeAnnotation', cache=True),
     dict(type='NormalizeIntensity', nonzero=True, channel_wise=True),
     dict(type='RandCropByPosNegLabel', size=crop_size, pos=1, neg=1),
-    dict(type='RandFlip3D', prob=0.5, axes=(0, 1, 2)),
+    # no flip along axis 1, the long (anterior-posterior) axis: mirrored, the head and the tail
+    # trade ends and the classes become a matter of shape alone (at 1,000 iterations with flips
+    # on every axis both parts were found as one class: Dice anterior 0.55, posterior 0.01)
+    dict(type='RandFlip3D', prob=0.5, axes=(0, 2)),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
