@@ -27,7 +27,6 @@ from toolbox.structures import DataSample
 
 from .conftest import REPO_ROOT
 
-transformers = pytest.importorskip('transformers')
 from transformers import DetrConfig, DetrForObjectDetection  # noqa: E402
 from transformers.loss.loss_for_object_detection import (  # noqa: E402
     ForObjectDetectionLoss, HungarianMatcher)

@@ -10,7 +10,7 @@ from torch import nn
 from toolbox.registry import MODELS
 from toolbox.structures import DataSample
 
-monai_nets = pytest.importorskip('monai.networks.nets')
+import monai.networks.nets as monai_nets  # noqa: E402  (pinned in requirements/tests.txt)
 from toolbox_plugins.decode_heads.unetr_head import convert_monai_unetr_state_dict  # noqa: E402
 
 PAPER_PARAMS = 92_784_046  # ANCHORS.md 3.5, MONAI code without the unused cross-attention norms

@@ -26,7 +26,7 @@ try:
 except ImportError:  # the volume field lands separately; any element with .data will do
     from mmengine.structures import BaseDataElement as VolumeData
 
-monai = pytest.importorskip('monai')
+import monai  # noqa: E402  (pinned in requirements/tests.txt)
 
 AFFINE = np.array([[2.0, 0, 0, -10], [0, 1.5, 0, 5], [0, 0, 3.0, 7], [0, 0, 0, 1]])
 

@@ -30,6 +30,7 @@ Use in a config::
 """
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Iterator, Sized
 
@@ -93,8 +94,9 @@ class _ClassAwareSampler(Sampler):
     def default_epoch_length(self) -> int:
         return len(self.dataset)
 
+    @abc.abstractmethod
     def epoch_indices(self, generator: torch.Generator) -> np.ndarray:
-        raise NotImplementedError
+        """The ``epoch_length`` dataset indices of one epoch, drawn with ``generator``."""
 
     def _all_ranks(self, epoch: int) -> np.ndarray:
         """(total_size,) indices of ``epoch`` for every rank (the same on all ranks): the
