@@ -38,3 +38,45 @@ def test_segmentation_inference_returns_a_map_of_the_original_size():
     result = inference(model, image)
     assert result.pred_sem_seg.data.shape == (1, 70, 90)
     assert result.pred_sem_seg.data.max() < 11
+
+
+def test_batched_detection_predicts_nothing_in_the_padding_of_a_smaller_image(demo_root):
+    """Two images of different sizes in one call: the smaller one is padded to the larger; no
+    detection of it may come from (or lie in) that padding, none may be empty after clipping,
+    and the larger (unpadded) image gets exactly its single-image result."""
+    cfg = load_config(str(REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py'))
+    cfg.model.bbox_head.test_cfg = dict(score_thr=0.0, max_per_img=300)
+    torch.manual_seed(0)
+    model = init_model(cfg)
+    image = cv2.imread(f'{demo_root}/coco/val/val_00000.jpg')
+    small = image[:image.shape[0] // 2, :image.shape[1] // 3]
+    big_result, small_result = inference(model, [image, small])
+    h, w = small.shape[:2]
+    boxes = small_result.pred_instances.bboxes
+    assert len(boxes) > 0
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert (boxes[:, 0::2] <= w).all() and (boxes[:, 1::2] <= h).all()
+    alone = inference(model, image)
+    torch.testing.assert_close(big_result.pred_instances.bboxes, alone.pred_instances.bboxes,
+                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(big_result.pred_instances.scores, alone.pred_instances.scores,
+                               atol=1e-4, rtol=0)
+
+
+def test_dense_head_scores_in_the_padding_never_become_detections():
+    """A RetinaNet head whose only confident locations lie in the padding (anchor centres
+    beyond ``img_shape``) predicts nothing for that image, and the same scores inside the
+    image give detections."""
+    from toolbox.registry import MODELS
+    head = MODELS.build(dict(
+        type='RetinaHead', num_classes=2, in_channels=8, feat_channels=8, stacked_convs=0,
+        anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
+                              ratios=[1.0], strides=[8]),
+        test_cfg=dict(score_thr=0.5, nms_pre=100, iou_threshold=0.5, max_per_img=100)))
+    logits = torch.full((1, 2, 8, 8), -10.0)  # a 64x64 padded input, stride 8
+    logits[0, 0, 5:, 5:] = 10.0  # confident only at cells centred beyond 40 px
+    deltas = torch.zeros(1, 4, 8, 8)
+    padded = head.predict_by_feat([logits], [deltas], [dict(img_shape=(40, 40))])[0]
+    whole = head.predict_by_feat([logits], [deltas], [dict(img_shape=(64, 64))])[0]
+    assert len(padded) == 0
+    assert len(whole) > 0

@@ -17,6 +17,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
+from toolbox.models.task_utils import nonempty_boxes
 from toolbox.models.utils import mean_over_processes, unpack_gt_instances
 from toolbox.registry import MODELS, TASK_UTILS
 from toolbox.structures.boxes import clip_boxes
@@ -158,7 +159,8 @@ class DETRHead(nn.Module):
     def predict_by_feat(self, cls: Tensor, boxes: Tensor, batch_img_metas) -> list[InstanceData]:
         """Last layer's ``cls`` (B, Q, C + 1) and ``boxes`` (B, Q, 4) -> per image
         ``InstanceData(bboxes (K, 4) xyxy pixels of img_shape, scores (K,), labels (K,))``,
-        the ``K = min(max_per_img, Q * C)`` best (query, class) pairs by softmax score."""
+        the ``K = min(max_per_img, Q * C)`` best (query, class) pairs by softmax score, less
+        the boxes that are empty once clipped to the image."""
         scores = cls.softmax(-1)[..., :-1].flatten(1)  # (B, Q * C)
         k = min(self.test_cfg['max_per_img'], scores.shape[1])
         top_scores, top_idx = scores.topk(k, dim=1)
@@ -168,6 +170,8 @@ class DETRHead(nn.Module):
         for b, meta in enumerate(batch_img_metas):
             h, w = meta['img_shape'][:2]
             xyxy = box_convert(boxes[b, query[b]], 'cxcywh', 'xyxy') * boxes.new_tensor([w, h] * 2)
-            results.append(InstanceData(bboxes=clip_boxes(xyxy, (h, w)), scores=top_scores[b],
-                                        labels=labels[b]))
+            xyxy = clip_boxes(xyxy, (h, w))
+            keep = nonempty_boxes(xyxy)
+            results.append(InstanceData(bboxes=xyxy[keep], scores=top_scores[b][keep],
+                                        labels=labels[b][keep]))
         return results

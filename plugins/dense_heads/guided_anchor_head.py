@@ -46,8 +46,8 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 from toolbox.models.bases import BaseDenseHead
-from toolbox.models.task_utils import (PseudoSampler, nms_instances, proposals_from_levels,
-                                       select_topk_candidates)
+from toolbox.models.task_utils import (PseudoSampler, centers_inside, nms_instances,
+                                       proposals_from_levels, select_topk_candidates)
 from toolbox.registry import MODELS, TASK_UTILS
 
 
@@ -504,16 +504,18 @@ class GARetinaHead(GuidedAnchorHead):
     @torch.no_grad()
     def predict_by_feat(self, cls_scores, bbox_preds, shape_preds, loc_preds, batch_img_metas,
                         cfg: dict | None = None) -> list[InstanceData]:
-        """Per image: sigmoid scores of the kept cells, ``nms_pre`` best per level above
-        ``score_thr``, decode on the guided anchors, class-aware NMS."""
+        """Per image: sigmoid scores of the kept cells centred inside the image (not in its
+        padding), ``nms_pre`` best per level above ``score_thr``, decode on the guided
+        anchors, class-aware NMS."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         levels = self.level_candidates(cls_scores, bbox_preds, shape_preds, loc_preds)
         results = []
         for b, meta in enumerate(batch_img_metas):
             boxes, scores, labels = [], [], []
             for logits, deltas, anchors in levels:
-                s, idx, lab = select_topk_candidates(logits[b].sigmoid(), cfg['score_thr'],
-                                                     cfg['nms_pre'])
+                inside = centers_inside(anchors[b], meta['img_shape'])[:, None]
+                s, idx, lab = select_topk_candidates(logits[b].sigmoid() * inside,
+                                                     cfg['score_thr'], cfg['nms_pre'])
                 boxes.append(self.bbox_coder.decode(anchors[b, idx], deltas[b, idx],
                                                     max_shape=meta['img_shape']))
                 scores.append(s)

@@ -32,7 +32,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from toolbox.models.bases import BaseDenseHead
-from toolbox.models.task_utils import nms_instances
+from toolbox.models.task_utils import centers_inside, nms_instances
 from toolbox.registry import MODELS
 
 REFINEDET_ANCHORS = dict(type='AnchorGenerator', strides=[8, 16, 32, 64],
@@ -217,9 +217,9 @@ class RefineDetHead(BaseDenseHead):
     @torch.no_grad()
     def predict_by_feat(self, arm_cls, arm_reg, odm_cls, odm_reg, batch_img_metas,
                         cfg: dict | None = None) -> list[InstanceData]:
-        """Per image: drop filtered anchors, decode the cascade, per class the ``nms_pre`` best
-        anchors above ``score_thr``, class-aware NMS at ``iou_threshold``, the
-        ``max_per_img`` best. Boxes are in the input (resized) frame, clipped to
+        """Per image: drop filtered anchors and those centred in the padding, decode the
+        cascade, per class the ``nms_pre`` best anchors above ``score_thr``, class-aware NMS
+        at ``iou_threshold``, the ``max_per_img`` best. Boxes are in the input (resized) frame, clipped to
         ``img_shape``; ``scores`` are the ODM softmax probabilities of ``labels``."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         anchors = self.grid_priors(arm_cls)
@@ -229,7 +229,8 @@ class RefineDetHead(BaseDenseHead):
         class_scores = odm_cls.softmax(-1)[..., :self.num_classes]
         results = []
         for b, meta in enumerate(batch_img_metas):
-            keep = objectness[b] > self.objectness_thr
+            keep = (objectness[b] > self.objectness_thr) & centers_inside(anchors,
+                                                                           meta['img_shape'])
             _, boxes = cascade_decode(self.bbox_coder, anchors[keep], arm_reg[b][keep],
                                       odm_reg[b][keep], max_shape=meta['img_shape'])
             scores = class_scores[b][keep]  # (K, C)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from toolbox.models.bases import BaseRoIHead
-from toolbox.models.task_utils import clip_to_image_shapes, topk_per_image
+from toolbox.models.task_utils import clip_to_image_shapes, nonempty_boxes, topk_per_image
 from toolbox.registry import MODELS, TASK_UTILS
 
 
@@ -162,7 +162,7 @@ class StandardRoIHead(BaseRoIHead):
                         batch_img_metas: list[dict], cfg: dict | None = None
                         ) -> list[InstanceData]:
         """Softmax scores, decode every class's box, clip to ``img_shape``, drop background,
-        ``score_thr``, size filter, per-class NMS per image, ``max_per_img`` best."""
+        ``score_thr``, empty boxes and the size filter, per-class NMS per image, ``max_per_img`` best."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         num_images, num_classes = len(batch_img_metas), self.num_classes
         probs = F.softmax(cls_scores, dim=-1)
@@ -177,7 +177,7 @@ class StandardRoIHead(BaseRoIHead):
         scores = scores.reshape(-1)
         labels = torch.arange(num_classes, device=rois.device).repeat(rois.shape[0])
         image_ids = image_index.repeat_interleave(num_classes)
-        valid = scores > cfg['score_thr']
+        valid = (scores > cfg['score_thr']) & nonempty_boxes(boxes)
         if cfg.get('min_bbox_size', -1) >= 0:
             wh = boxes[:, 2:] - boxes[:, :2]
             valid &= (wh >= cfg['min_bbox_size']).all(1)

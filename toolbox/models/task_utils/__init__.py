@@ -3,12 +3,13 @@ from .assigners import (ApproxMaxIoUAssigner, AssignResult, BaseAssigner, Hungar
                         MaxIoUAssigner)
 from .coders import DeltaXYWHBoxCoder
 from .match_costs import BaseMatchCost, BBoxL1Cost, ClassificationCost, FocalLossCost, IoUCost
-from .postprocess import (clip_to_image_shapes, nms_instances, proposals_from_levels,
-                          select_topk_candidates, topk_per_image)
+from .postprocess import (centers_inside, clip_to_image_shapes, nms_instances, nonempty_boxes,
+                          proposals_from_levels, select_topk_candidates, topk_per_image)
 from .samplers import BaseSampler, PseudoSampler, RandomSampler, SamplingResult
 
 __all__ = ['AnchorGenerator', 'DeltaXYWHBoxCoder', 'MaxIoUAssigner', 'AssignResult',
-           'nms_instances', 'select_topk_candidates', 'BaseAssigner', 'ApproxMaxIoUAssigner',
+           'nms_instances', 'nonempty_boxes', 'centers_inside', 'select_topk_candidates',
+           'BaseAssigner', 'ApproxMaxIoUAssigner',
            'HungarianAssigner', 'BaseMatchCost', 'ClassificationCost', 'FocalLossCost',
            'BBoxL1Cost', 'IoUCost', 'BaseSampler', 'PseudoSampler', 'RandomSampler',
            'SamplingResult', 'clip_to_image_shapes', 'proposals_from_levels', 'topk_per_image']

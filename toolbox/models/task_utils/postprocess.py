@@ -26,11 +26,14 @@ def select_topk_candidates(scores: torch.Tensor, score_thr: float, topk: int):
 
 def nms_instances(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                   iou_threshold: float, max_per_img: int) -> InstanceData:
-    """Class-aware NMS (``torchvision.ops.batched_nms``), then the ``max_per_img`` best.
+    """Drop empty boxes, class-aware NMS (``torchvision.ops.batched_nms``), then the
+    ``max_per_img`` best.
 
     ``boxes`` (K, 4) ``xyxy``, ``scores`` (K,), ``labels`` (K,) -> InstanceData sorted by score.
     """
-    keep = batched_nms(boxes, scores, labels, iou_threshold)
+    nonempty = nonempty_boxes(boxes).nonzero(as_tuple=True)[0]
+    keep = nonempty[batched_nms(boxes[nonempty], scores[nonempty], labels[nonempty],
+                                iou_threshold)]
     if max_per_img > 0:
         keep = keep[:max_per_img]
     results = InstanceData()
@@ -38,6 +41,27 @@ def nms_instances(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tenso
     results.scores = scores[keep]
     results.labels = labels[keep]
     return results
+
+
+def centers_inside(priors: Tensor, img_shape) -> Tensor:
+    """(..., 4) ``xyxy`` priors -> (...,) bool, True where the prior's centre lies inside the
+    image of shape ``img_shape`` ``(h, w, ...)``.
+
+    In a batch of images of different sizes the smaller ones are padded; a prediction made at
+    a location in the padding is not a prediction about the image (and does not exist when the
+    image is predicted alone), so dense heads drop those locations at test time."""
+    h, w = img_shape[:2]
+    cx = (priors[..., 0] + priors[..., 2]) / 2
+    cy = (priors[..., 1] + priors[..., 3]) / 2
+    return (cx < w) & (cy < h)
+
+
+def nonempty_boxes(boxes: Tensor) -> Tensor:
+    """(..., 4) ``xyxy`` -> (...,) bool, True where the box has positive width and height.
+
+    Boxes clipped to an image they lie outside of (e.g. predicted in the padding of a smaller
+    image of a batch) collapse onto its border and are dropped by this test."""
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
 
 
 def clip_to_image_shapes(boxes: Tensor, shapes: Tensor) -> Tensor:
