@@ -219,8 +219,9 @@ class RefineDetHead(BaseDenseHead):
                         cfg: dict | None = None) -> list[InstanceData]:
         """Per image: drop filtered anchors and those centred in the padding, decode the
         cascade, per class the ``nms_pre`` best anchors above ``score_thr``, class-aware NMS
-        at ``iou_threshold``, the ``max_per_img`` best. Boxes are in the input (resized) frame, clipped to
-        ``img_shape``; ``scores`` are the ODM softmax probabilities of ``labels``."""
+        at ``iou_threshold``, the ``max_per_img`` best. Boxes are in the input (resized)
+        frame, clipped to ``img_shape``; ``scores`` are the ODM softmax probabilities of
+        ``labels``."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         anchors = self.grid_priors(arm_cls)
         arm_cls, arm_reg, odm_cls, odm_reg = self.flat_outputs(arm_cls, arm_reg, odm_cls,
