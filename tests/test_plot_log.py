@@ -33,3 +33,12 @@ def test_plot_log_reads_work_dir_and_writes_png(tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     with pytest.raises(FileNotFoundError, match='scalars.json'):
         plot_log.find_scalars(str(tmp_path / 'nothing'))
+
+
+def test_plot_log_leaves_out_the_minus_one_placeholders():
+    plot_log = load_plot_log()
+    train = [dict(lr=0.01, loss=1.0, step=i + 1) for i in range(4)]
+    val = [{'coco/bbox_mAP': 0.2, 'coco/bbox_mAP_s': -1.0, 'coco/bbox_mAP_m': -1.0, 'step': 2},
+           {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_s': -1.0, 'coco/bbox_mAP_m': 0.1, 'step': 4}]
+    points = plot_log.metric_points(train, val)
+    assert points == {'coco/bbox_mAP': [(2, 0.2), (4, 0.3)], 'coco/bbox_mAP_m': [(4, 0.1)]}

@@ -2,6 +2,7 @@
 the plugins that failed to import (with their error):
 ``python tools/list_components.py [--registry model]``."""
 import argparse
+import difflib
 
 
 def main(argv=None):
@@ -10,7 +11,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import toolbox  # noqa: F401  (registers the core)
     from toolbox.plugins import failed_plugins, list_components, loaded_plugins
-    rows = [r for r in list_components() if args.registry in (None, r['registry'])]
+    rows = list_components()
+    if args.registry is not None:
+        known = sorted({r['registry'] for r in rows})
+        if args.registry not in known:
+            close = difflib.get_close_matches(args.registry, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ''
+            parser.error(f"--registry '{args.registry}' is not a registry{hint}; the registries "
+                         f"are: {', '.join(known)}")
+        rows = [r for r in rows if r['registry'] == args.registry]
     width = max([len(r['name']) for r in rows] + [4])
     print(f"{'registry':<22} {'name':<{width}} {'package':<22} module")
     for r in rows:

@@ -55,6 +55,17 @@ def val_iterations(train: list[dict], val: list[dict]) -> list[float]:
     return [last_step.get(r['step'], r['step']) for r in val]
 
 
+def metric_points(train: list[dict], val: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """``{metric key: [(iteration, value), ...]}`` of the validation records, leaving out the
+    -1 that COCO-style metrics log for "no objects of this size" (a placeholder, not a value);
+    a metric that is only ever -1 is left out entirely."""
+    xs = val_iterations(train, val)
+    keys = sorted({k for r in val for k in r if '/' in k})
+    points = {key: [(x, r[key]) for x, r in zip(xs, val) if r.get(key, -1) != -1]
+              for key in keys}
+    return {key: p for key, p in points.items() if p}
+
+
 def plot(train: list[dict], val: list[dict], out: str, keys: list[str] | None = None,
          title: str | None = None) -> str:
     import matplotlib
@@ -63,8 +74,8 @@ def plot(train: list[dict], val: list[dict], out: str, keys: list[str] | None = 
 
     loss_keys = keys or sorted({k for r in train for k in r if k.startswith('loss')},
                                key=lambda k: (k != 'loss', k))
-    metric_keys = sorted({k for r in val for k in r if '/' in k})
-    ncols = 2 if metric_keys else 1
+    metrics = metric_points(train, val)
+    ncols = 2 if metrics else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
     ax = axes[0, 0]
     for key in loss_keys:
@@ -84,11 +95,9 @@ def plot(train: list[dict], val: list[dict], out: str, keys: list[str] | None = 
     ax.set_title('train (solid) and val (dashed) loss')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if metric_keys:
+    if metrics:
         ax = axes[0, 1]
-        xs_all = val_iterations(train, val)
-        for key in metric_keys:
-            points = [(x, r[key]) for x, r in zip(xs_all, val) if key in r]
+        for key, points in metrics.items():
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker='o', label=key)
         ax.set_xlabel('iteration')
