@@ -278,6 +278,22 @@ def test_head_and_dataset_class_counts_must_agree(tmp_path, demo_root):
         build_runner(cfg).train()
 
 
+def test_a_longer_or_shorter_run_from_cfg_options_stretches_the_schedule():
+    """12-epoch config: cosine ``T_max=12, end=12`` after a 100-iteration warm-up (by
+    iteration). ``max_epochs=24`` makes the cosine span 24 epochs; the warm-up stays."""
+    config = str(REPO_ROOT / 'configs/retinanet_r18_fpn_320_12e_bccd.py')
+    warmup, cosine = load_config(config, {'train_cfg.max_epochs': 24}).param_scheduler
+    assert (cosine.T_max, cosine.end, cosine.begin) == (24, 24, 0)
+    assert (warmup.end, warmup.by_epoch) == (100, False)
+    # iteration-based: the poly decay follows max_iters, its 10-iteration warm-up does not
+    config = str(REPO_ROOT / 'configs/deeplabv3plus_r18-d16_600it_camvid.py')
+    warmup, poly = load_config(config, {'train_cfg.max_iters': 300}).param_scheduler
+    assert (warmup.end, poly.end) == (10, 300)
+    # a schedule the user overrides too is left as written
+    cfg = load_config(config, {'train_cfg.max_iters': 300, 'param_scheduler': []})
+    assert cfg.param_scheduler == []
+
+
 def test_cfg_option_typos_and_broken_configs_name_the_key_or_file(tmp_path):
     config = str(REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py')
     with pytest.raises(ConfigError, match="'optim_wraper' is not a key of .*did you mean "

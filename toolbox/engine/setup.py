@@ -61,9 +61,35 @@ def load_config(path: str, cfg_options: dict | None = None) -> Config:
                 hint = f"; did you mean '{close[0]}'?" if close else ''
                 raise ConfigError(f'--cfg-options {key}: {top!r} is not a key of {path} nor one '
                                   f'the Runner reads{hint}')
+        old_length = _train_length(cfg)
         cfg.merge_from_dict(cfg_options)
+        if not any(key.startswith('param_scheduler') for key in cfg_options):
+            _stretch_schedules(cfg, old_length, _train_length(cfg))
     cfg.default_scope = 'toolbox'
     return cfg
+
+
+def _train_length(cfg: Config) -> int | None:
+    train_cfg = cfg.get('train_cfg') or {}
+    return train_cfg.get('max_epochs', train_cfg.get('max_iters'))
+
+
+def _stretch_schedules(cfg: Config, old: int | None, new: int | None) -> None:
+    """After ``--cfg-options train_cfg.max_epochs=N`` (or ``max_iters``), make the parameter
+    schedules that ended with the old training length end with the new one (``end``, and a
+    cosine ``T_max`` that spanned to the old end), so that a longer run does not spend its
+    extra epochs at the final learning rate. Schedules ending elsewhere (warm-ups) are kept."""
+    if old is None or new is None or old == new or not cfg.get('param_scheduler'):
+        return
+    by_epoch = 'max_epochs' in cfg.train_cfg
+    schedulers = cfg.param_scheduler
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        if scheduler.get('end') != old or scheduler.get('by_epoch', True) != by_epoch:
+            continue
+        begin = scheduler.get('begin', 0)
+        scheduler['end'] = new
+        if scheduler.get('T_max') == old - begin:
+            scheduler['T_max'] = new - begin
 
 
 def init_distributed(cfg: Config, launcher: str) -> None:
