@@ -16,6 +16,8 @@ parameters: 25.18M instead of 23.54M).
 Parameter names are timm's (``stem.{0,1,2}.{conv,bn}``, ``stages.{i}.blocks.{j}.conv_mid.{k}.
 {conv,bn}``, ``...conv_concat.{conv,bn}``, ``...attn.fc``), so a timm ``vovnet39a`` /
 ``ese_vovnet39b`` state dict loads directly (its ``head.fc.*`` is reported as unexpected).
+The deformable-conv and plugin options only add keys (``conv_mid.{k}.conv.conv_offset.*``,
+``plugins_after_concat.*``, ``stages.{i}.plugins_after_stage.*``, ``plugins_input.*``).
 :meth:`VoVNet.load_pretrained` also converts two other layouts:
 
 * timm ``features_only`` models, which flatten ``stem.0`` / ``stages.0`` to ``stem_0`` /
@@ -38,6 +40,8 @@ from torch import Tensor, nn
 
 from toolbox.engine.weights import load_weights, read_state_dict
 from toolbox.models.bases import BaseBackbone, kaiming_init_conv_norm
+from toolbox.models.layers import (build_conv, build_plugin_sequence, init_deform_convs,
+                                   parse_plugins, select_stage_plugins)
 from toolbox.registry import MODELS
 
 # timm features_only state dicts flatten ``stem.0`` to ``stem_0``; rename before matching.
@@ -125,27 +129,45 @@ class EffectiveSE(nn.Module):
         return x * self.gate(self.fc(x.mean((2, 3), keepdim=True)))
 
 
+def _conv_mid(in_ch: int, out_ch: int, dcn: dict | None, norm_cfg: dict,
+              act_cfg: dict) -> ConvModule:
+    """3x3 conv+norm+act, the conv deformable when ``dcn`` is given (key ``conv.weight`` kept).
+
+    The deformable conv is swapped in after building: mmcv's ``conv_cfg`` is resolved in
+    mmengine's root registry, where mmcv-lite has no deformable conv and where registering ours
+    as 'DCN' / 'DCNv2' would collide with mmcv-full's ops in every OpenMMLab scope.
+    """
+    module = ConvModule(in_ch, out_ch, 3, padding=1, norm_cfg=norm_cfg, act_cfg=act_cfg)
+    if dcn is not None:
+        module.conv = build_conv(dcn, in_ch, out_ch, 3, padding=1)
+    return module
+
+
 class OSAModule(nn.Module):
     """One-shot aggregation: (B, in_ch, H, W) -> (B, out_ch, H, W).
 
-    ``conv_mid``: ``num_convs`` 3x3 conv+norm+act (in_ch -> mid_ch, then mid_ch -> mid_ch);
-    ``conv_concat``: 1x1 conv+norm+act over the concatenation [input, every conv_mid output]
-    (in_ch + num_convs * mid_ch channels); then eSE (``ese``) and the identity mapping
-    (``residual``: add the input; needs in_ch == out_ch).
+    ``conv_mid``: ``num_convs`` 3x3 conv+norm+act (in_ch -> mid_ch, then mid_ch -> mid_ch),
+    deformable with ``dcn``; ``conv_concat``: 1x1 conv+norm+act over the concatenation [input,
+    every conv_mid output] (in_ch + num_convs * mid_ch channels); then the ``plugins`` of
+    position ``'after_concat'``, eSE (``ese``) and the identity mapping (``residual``: add the
+    input; needs in_ch == out_ch).
     """
 
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int, num_convs: int, residual: bool,
-                 ese: bool, norm_cfg: dict, act_cfg: dict):
+                 ese: bool, norm_cfg: dict, act_cfg: dict, dcn: dict | None = None,
+                 plugins: dict[str, list[dict]] | None = None):
         super().__init__()
         if residual and in_ch != out_ch:
             raise ValueError(f'OSAModule: the identity mapping needs in_ch == out_ch, got '
                              f'{in_ch} and {out_ch}')
         self.residual = residual
         self.conv_mid = nn.Sequential(*[
-            ConvModule(in_ch if k == 0 else mid_ch, mid_ch, 3, padding=1, norm_cfg=norm_cfg,
-                       act_cfg=act_cfg) for k in range(num_convs)])
+            _conv_mid(in_ch if k == 0 else mid_ch, mid_ch, dcn, norm_cfg, act_cfg)
+            for k in range(num_convs)])
         self.conv_concat = ConvModule(in_ch + num_convs * mid_ch, out_ch, 1, norm_cfg=norm_cfg,
                                       act_cfg=act_cfg)
+        self.plugins_after_concat = build_plugin_sequence((plugins or {}).get('after_concat'),
+                                                          out_ch)
         self.attn = EffectiveSE(out_ch) if ese else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -153,6 +175,8 @@ class OSAModule(nn.Module):
         for conv in self.conv_mid:
             feats.append(conv(feats[-1]))
         out = self.conv_concat(torch.cat(feats, dim=1))
+        if self.plugins_after_concat is not None:
+            out = self.plugins_after_concat(out)
         if self.attn is not None:
             out = self.attn(out)
         if self.residual:
@@ -161,18 +185,22 @@ class OSAModule(nn.Module):
 
 
 class OSAStage(nn.Module):
-    """[MaxPool(3, s2, ceil_mode, no padding)] + ``blocks`` (OSA modules): (B, in_ch, H, W) ->
-    (B, out_ch, floor(H / 2), floor(W / 2)) with ``downsample``, (B, out_ch, H, W) without."""
+    """[MaxPool(3, s2, ceil_mode, no padding)] + ``blocks`` (OSA modules) [+ plugins of position
+    ``'after_stage'``]: (B, in_ch, H, W) -> (B, out_ch, floor(H / 2), floor(W / 2)) with
+    ``downsample``, (B, out_ch, H, W) without."""
 
-    def __init__(self, downsample: bool, blocks: list[OSAModule]):
+    def __init__(self, downsample: bool, blocks: list[OSAModule],
+                 plugins_after_stage: nn.Module | None = None):
         super().__init__()
         self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True) if downsample else None
         self.blocks = nn.Sequential(*blocks)
+        self.plugins_after_stage = plugins_after_stage
 
     def forward(self, x: Tensor) -> Tensor:
         if self.pool is not None:
             x = self.pool(x)
-        return self.blocks(x)
+        x = self.blocks(x)
+        return x if self.plugins_after_stage is None else self.plugins_after_stage(x)
 
 
 @MODELS.register_module()
@@ -221,6 +249,19 @@ class VoVNet(BaseBackbone):
             'SyncBN', 'FrozenBN', 'GN', ...); ``dict(type='BN')`` when ``None``.
         act_cfg: activation of every conv (mmcv config); ``dict(type='ReLU', inplace=True)``
             when ``None``.
+        dcn: deformable conv config for the 3x3 convs (``conv_mid``) of every OSA module of
+            the stages selected by ``stage_with_dcn`` (VoVNetV2 / CenterMask, which uses them
+            in stages 2-4): ``dict(type='DCN' | 'DCNv2', deform_groups=1)``
+            (:func:`toolbox.models.layers.build_conv`); ``conv_offset`` starts at zero.
+        stage_with_dcn: one bool per stage; must select a stage when ``dcn`` is given and none
+            when it is not.
+        plugins: modules inserted by config, mmdet's format
+            (:mod:`toolbox.models.layers.stage_plugins`). An OSA module has no conv1/2/3
+            sequence, so the positions are 'after_concat' (in every OSA module of the selected
+            stages, after the 1x1 aggregation conv+norm+act, before eSE and the identity add:
+            the counterpart of ResNet's 'after_conv3'), 'after_stage' (once on each selected
+            stage's output, frozen with the stage) and 'input' (once on the image, never
+            frozen). Plugins keep their own initialisation.
         pretrained: path of a timm-format (classifier or ``features_only``) or official-format
             checkpoint, loaded by ``init_weights()`` through :meth:`load_pretrained`, which
             converts the keys and logs the missing / unexpected ones.
@@ -240,6 +281,9 @@ class VoVNet(BaseBackbone):
                  identity_mapping: bool | None = None,
                  norm_cfg: dict | None = None,
                  act_cfg: dict | None = None,
+                 dcn: dict | None = None,
+                 stage_with_dcn: Sequence[bool] = (False, False, False, False),
+                 plugins: Sequence[dict] | None = None,
                  pretrained: str | None = None,
                  init_cfg: dict | list | None = None):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
@@ -261,6 +305,16 @@ class VoVNet(BaseBackbone):
         self.check_out_indices(4)
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'VoVNet frozen_stages must be in -1..4, got {frozen_stages}')
+        stage_with_dcn = tuple(stage_with_dcn)
+        if len(stage_with_dcn) != 4 or not all(isinstance(s, bool) for s in stage_with_dcn):
+            raise ValueError(f'VoVNet stage_with_dcn needs 4 bools (one per stage), got '
+                             f'{stage_with_dcn}')
+        if (dcn is None) == any(stage_with_dcn):
+            raise ValueError(f'VoVNet dcn and stage_with_dcn must agree: dcn={dcn} with '
+                             f'stage_with_dcn={stage_with_dcn} (give a dcn config and select at '
+                             f'least one stage, or neither)')
+        self.plugins = parse_plugins(plugins, ('after_concat', 'after_stage', 'input'),
+                                     owner='VoVNet')
 
         self.arch, self.version = arch, version
         self.ese_blocks, self.identity_mapping = ese_blocks, identity_mapping
@@ -268,6 +322,8 @@ class VoVNet(BaseBackbone):
         norm_cfg = dict(norm_cfg or dict(type='BN', requires_grad=True))
         act_cfg = dict(act_cfg or dict(type='ReLU', inplace=True))
         stem_ch = spec['stem']
+        self.plugins_input = build_plugin_sequence(
+            select_stage_plugins(self.plugins, None).get('input'), in_channels)
         self.stem = nn.Sequential(*[
             ConvModule(c_in, c_out, 3, stride=stride, padding=1, norm_cfg=norm_cfg,
                        act_cfg=act_cfg)
@@ -277,14 +333,19 @@ class VoVNet(BaseBackbone):
         for i, (mid_ch, out_ch, num_blocks) in enumerate(
                 zip(spec['mid'], spec['out'], spec['num_blocks'])):
             blocks = []
+            plugins_here = select_stage_plugins(self.plugins, i)
             for j in range(num_blocks):
                 last = j == num_blocks - 1
                 ese = ese_blocks == 'all' or (ese_blocks == 'last' and last)
                 blocks.append(OSAModule(in_ch, mid_ch, out_ch, spec['num_convs'],
                                         residual=identity_mapping and j > 0, ese=ese,
-                                        norm_cfg=norm_cfg, act_cfg=act_cfg))
+                                        norm_cfg=norm_cfg, act_cfg=act_cfg,
+                                        dcn=dcn if stage_with_dcn[i] else None,
+                                        plugins=plugins_here))
                 in_ch = out_ch
-            stages.append(OSAStage(downsample=i > 0, blocks=blocks))
+            stages.append(OSAStage(downsample=i > 0, blocks=blocks,
+                                   plugins_after_stage=build_plugin_sequence(
+                                       plugins_here.get('after_stage'), out_ch)))
         self.stages = nn.Sequential(*stages)
         self.out_channels = tuple(spec['out'][i] for i in self.out_indices)
         self.strides = tuple((4, 8, 16, 32)[i] for i in self.out_indices)
@@ -293,8 +354,13 @@ class VoVNet(BaseBackbone):
         self.freeze_stages()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal fan-out convs with zero bias (timm's VoVNet init), unit-scale norms."""
-        kaiming_init_conv_norm(self.modules())
+        """Kaiming-normal fan-out convs with zero bias (timm's VoVNet init; deformable convs
+        too, with a zero ``conv_offset``), unit-scale norms. Plugins keep their own
+        initialisation."""
+        host = [m for name, m in self.named_modules()
+                if not any(part.startswith('plugins_') for part in name.split('.'))]
+        kaiming_init_conv_norm(host)
+        init_deform_convs(host)
 
     def frozen_modules(self) -> list[nn.Module]:
         """The stem and stages 0..frozen_stages-1."""
@@ -325,6 +391,8 @@ class VoVNet(BaseBackbone):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, C, H, W) -> tuple of the stage maps in ``out_indices`` (class docstring)."""
+        if self.plugins_input is not None:
+            x = self.plugins_input(x)
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
