@@ -25,6 +25,15 @@ def resize(x: Tensor, size, align_corners: bool = False) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=align_corners)
 
 
+def fit_to(x: Tensor, size) -> Tensor:
+    """(B, C, *s) -> (B, C, *size): crop or zero-pad at the end of each spatial axis
+    (``F.pad`` crops with negative widths). Decoders that upsample by 2 use it to meet a skip
+    map of odd size (pooling floored it on the way down)."""
+    pad = [w for have, want in zip(reversed(x.shape[2:]), reversed(tuple(size)))
+           for w in (0, want - have)]
+    return F.pad(x, pad) if any(pad) else x
+
+
 class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
     """Decode head contract (what :class:`toolbox.models.segmentors.EncoderDecoder` relies on)
     and the classifier, loss and predict every decode head shares.
