@@ -6,4 +6,4 @@ through the ``toolbox.plugins`` entry-point group by :func:`toolbox.plugins.load
 """
 __version__ = '0.1.0'
 
-from . import apis, datasets, engine, evaluation, models  # noqa: E402,F401
+from . import apis, datasets, engine, evaluation, models, visualization  # noqa: E402,F401

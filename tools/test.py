@@ -4,8 +4,26 @@
 ``--save-nifti DIR`` writes each volume prediction as ``DIR/<case>.nii.gz`` (labels in the
 original voxel grid, with the input file's affine; ``SaveNiftiHook``).
 The checkpoint is loaded with ``weights_only=True``.
+
+Pictures and analysis (written next to the evaluation, in the same run):
+
+* ``--show-dir DIR`` draws every test image's prediction next to its ground truth into
+  ``DIR/<image name>.png`` (boxes with class names and scores >= ``--show-score-thr``, or the
+  class map over the image; ``PredictionVisualizationHook``). ``--show-num N`` draws only the
+  first N.
+* ``--confusion-matrix`` writes ``<work dir>/confusion_matrix.png`` and ``.json``: for a
+  detector the (C + 1) x (C + 1) matrix with a background row/column (detections scoring >=
+  ``--analysis-score-thr`` matched to ground truth at IoU >= ``--analysis-iou-thr``, the rule
+  of mmdet's analysis tool), for a segmentor the C x C pixel matrix; rows are ground truth.
+* ``--pr-curves`` writes ``<work dir>/pr_curves.png``: per-class precision-recall curves of
+  the VOC matching at ``--analysis-iou-thr`` (detectors), their AP in the legend.
+
+Both analyses are a metric added to the test evaluator (``PredictionAnalysisMetric``,
+``toolbox/evaluation/analysis.py``), so they need no results file and work under DDP. The work
+dir is ``--work-dir``, else the config's ``work_dir``, else ``work_dirs/<config name>``.
 """
 import argparse
+import os.path as osp
 
 from mmengine.config import DictAction
 
@@ -23,6 +41,22 @@ def parse_args(argv=None):
     parser.add_argument('--save-nifti', metavar='DIR', default=None,
                         help='write each volume prediction as DIR/<case>.nii.gz with the '
                              "input's affine (3D segmentation)")
+    parser.add_argument('--show-dir', default=None,
+                        help='draw predictions (and ground truth) of the test images into '
+                             'DIR/<image name>.png')
+    parser.add_argument('--show-score-thr', type=float, default=0.3,
+                        help='with --show-dir: draw detections scoring at least this')
+    parser.add_argument('--show-num', type=int, default=None,
+                        help='with --show-dir: draw only the first N images (default: all)')
+    parser.add_argument('--confusion-matrix', action='store_true',
+                        help='write confusion_matrix.png/.json into the work dir')
+    parser.add_argument('--pr-curves', action='store_true',
+                        help='write per-class precision-recall curves (pr_curves.png) into '
+                             'the work dir (detectors)')
+    parser.add_argument('--analysis-score-thr', type=float, default=0.3,
+                        help='detections below this score are left out of the confusion matrix')
+    parser.add_argument('--analysis-iou-thr', type=float, default=0.5,
+                        help='IoU of a match for the confusion matrix and the PR curves')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. test_dataloader.batch_size=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
@@ -51,6 +85,20 @@ def main(argv=None):
     if args.save_nifti:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='SaveNiftiHook', out_dir=args.save_nifti)]
+    if args.show_dir:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='PredictionVisualizationHook', num_images=args.show_num,
+                 score_thr=args.show_score_thr, out_dir=args.show_dir)]
+    if args.confusion_matrix or args.pr_curves:
+        if cfg.get('work_dir') is None:  # the default build_runner would give it
+            cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+        evaluators = cfg.test_evaluator
+        cfg.test_evaluator = (list(evaluators) if isinstance(evaluators, list)
+                              else [evaluators]) + [dict(
+                                  type='PredictionAnalysisMetric', out_dir=cfg.work_dir,
+                                  confusion=args.confusion_matrix, pr_curves=args.pr_curves,
+                                  score_thr=args.analysis_score_thr,
+                                  iou_thr=args.analysis_iou_thr)]
     init_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
     metrics = runner.test()

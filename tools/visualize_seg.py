@@ -82,6 +82,14 @@ def main(argv=None):
         item = dataset[idx]
         with torch.no_grad():
             sample = model.test_step(pseudo_collate([item]))[0]
+        if 'pred_sem_seg' not in sample:
+            raise SystemExit(
+                f'{args.config}: {type(model).__name__} predicts no segmentation map '
+                f'(its samples carry {sorted(k for k in sample.keys() if k.startswith("pred"))}'
+                f'); visualize_seg.py draws segmentors. For detections use '
+                f'`python tools/demo.py IMAGES --config {args.config} --checkpoint '
+                f'{args.checkpoint} --out-dir DIR` or `python tools/test.py {args.config} '
+                f'{args.checkpoint} --show-dir DIR`')
         pred = sample.pred_sem_seg.data[0].cpu()
         name = sample.img_path.rsplit('/', 1)[-1]
         if pred.dim() == 3:  # a volume (D, H, W) in its original frame

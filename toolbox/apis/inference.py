@@ -26,19 +26,50 @@ ANNOTATION_STEPS = ('LoadAnnotations', 'RemapLabels')
 
 def init_model(config, checkpoint: str | None = None, device: str = 'cpu'):
     """Build ``config.model`` (a path or an mmengine ``Config``), load ``checkpoint`` if given,
-    put it in eval mode on ``device``. The config's test pipeline is kept as ``model.cfg``."""
+    put it in eval mode on ``device``. The config's test pipeline is kept as ``model.cfg``;
+    ``model.dataset_meta`` (``classes``, ``palette`` if any) comes from the checkpoint's
+    ``meta.dataset_meta`` (the training set's, saved by the Runner), else from the config's
+    test dataset (its ``metainfo``, else its class's ``METAINFO``)."""
     import toolbox  # noqa: F401  (registers the core)
     load_plugins()
     cfg = load_config(config) if isinstance(config, str) else config
     model = MODELS.build(cfg.model)
+    saved_meta = None
     if checkpoint is not None:
         state = load_checkpoint_file(checkpoint)
+        saved_meta = (state.get('meta') or {}).get('dataset_meta')
         missing, unexpected = model.load_state_dict(state.get('state_dict', state), strict=False)
         if missing or unexpected:
             raise KeyError(f'{checkpoint} does not fit {cfg.model.type}: missing '
                            f'{missing[:5]}, unexpected {unexpected[:5]}')
+    model.dataset_meta = dict(saved_meta) if saved_meta and saved_meta.get('classes') \
+        else _config_dataset_meta(cfg)
     model.cfg = cfg
     return model.to(device).eval()
+
+
+def _config_dataset_meta(cfg) -> dict:
+    """``classes`` (and ``palette``) of the config's test dataset: its ``metainfo``, else its
+    class's ``METAINFO``, else (COCO json: the names are in the annotation file) the built
+    dataset's; ``{}`` when the annotations cannot be read here (labels stay indices)."""
+    import inspect
+
+    from toolbox.registry import DATASETS
+    dataset = dict((cfg.get('test_dataloader') or {}).get('dataset') or {})
+    meta = dict(dataset.get('metainfo') or {})
+    if not meta.get('classes') and isinstance(dataset.get('type'), str):
+        with DefaultScope.overwrite_default_scope('toolbox'):
+            dataset_class = DATASETS.get(dataset['type'])
+            meta = {**getattr(dataset_class, 'METAINFO', {}), **meta}
+            if not meta.get('classes'):
+                dataset['pipeline'] = []
+                if 'data_check' in inspect.signature(dataset_class.__init__).parameters:
+                    dataset['data_check'] = False  # the names only: no image is read
+                try:
+                    meta = dict(DATASETS.build(dataset).metainfo)
+                except (OSError, ValueError, KeyError):
+                    meta = {}
+    return {key: meta[key] for key in ('classes', 'palette') if meta.get(key)}
 
 
 def _test_pipeline(cfg) -> Compose:
@@ -53,7 +84,8 @@ def inference(model, images) -> list:
     """Predict for one image or a list (file paths or BGR uint8 (H, W, 3) arrays).
 
     Returns data samples with ``pred_instances`` (detectors) or ``pred_sem_seg`` (segmentors)
-    in the frame of each original image.
+    in the frame of each original image; their metainfo carries ``classes`` (the names of the
+    labels, from ``model.dataset_meta``) when the model knows them.
     """
     single = not isinstance(images, (list, tuple))
     images = [images] if single else list(images)
@@ -71,4 +103,8 @@ def inference(model, images) -> list:
         else:
             samples.append(pipeline(dict(img_path=str(image), img_id=k)))
     outputs = model.test_step(pseudo_collate(samples))
+    classes = (getattr(model, 'dataset_meta', None) or {}).get('classes')
+    if classes:
+        for output in outputs:
+            output.set_metainfo(dict(classes=tuple(classes)))
     return outputs[0] if single else outputs
