@@ -4,6 +4,12 @@ Runs the data pre-flight check (``toolbox.datasets.checks``: images open, decode
 too large; declared sizes, boxes and labels agree with the images; class maps match) on every
 dataset of the chosen splits, and compares the model's heads' ``num_classes`` with each
 dataset's classes. Prints every problem with its file and field; exits with 1 if there is one.
+
+``python tools/check_dataset.py ANN.json [--img-root DIR]`` validates one COCO json instead
+(``toolbox.datasets.converters.validate_coco``): every structural problem of the file (missing
+or mistyped fields, duplicate ids, unknown image or category ids, empty or outside boxes,
+malformed segmentations) in one report, and with ``--img-root`` every image's existence,
+readability and declared size.
 """
 import argparse
 import sys
@@ -12,7 +18,10 @@ import sys
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Check a config's datasets (every image and "
                                                  'annotation) before training.')
-    parser.add_argument('config', help='config file path')
+    parser.add_argument('config', help='config file path, or a COCO json to validate')
+    parser.add_argument('--img-root', default=None,
+                        help='COCO json only: the folder file_name is relative to; given, '
+                             'every image is opened and its size compared')
     parser.add_argument('--splits', nargs='+', default=['train', 'val', 'test'],
                         choices=['train', 'val', 'test'], help='dataloaders to check')
     parser.add_argument('--no-decode', action='store_true',
@@ -62,8 +71,22 @@ def _head_classes(model_cfg):
     return heads
 
 
+def check_coco_file(args) -> int:
+    """Validate one COCO json (module docstring); prints the report, returns the exit code."""
+    from toolbox.datasets.converters import validate_coco
+    problems = validate_coco(args.config, args.img_root, decode=not args.no_decode)
+    for problem in problems[:args.limit]:
+        print(f'  {problem}')
+    if len(problems) > args.limit:
+        print(f'  ... and {len(problems) - args.limit} more')
+    print(f'{args.config}: {len(problems)} problem(s)')
+    return 1 if problems else 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.config.endswith('.json'):
+        return check_coco_file(args)
     import copy
 
     import toolbox  # noqa: F401  (registers the core)
