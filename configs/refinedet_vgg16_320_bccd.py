@@ -3,9 +3,10 @@
 # quarter of the widths (2.25M parameters), BatchNorm in the backbone (VGG without norms does
 # not train from scratch in a few epochs), AdamW and a cosine schedule. Images keep their aspect
 # ratio (640x480 -> 320x240, padded to 320x256).
-# Measured (validation every 2 epochs, ValLossHook from the dataset base): val mAP@0.5 0.817
-# (RBC 0.821, WBC 0.996, Platelets 0.635; area AP), 6 min 16 s wall on two CPU cores shared
-# with another training run. Curves: docs/figures/refinedet_vgg16_320_bccd_curves.png.
+# Measured (validation every 2 epochs, ValLossHook from the dataset base): val mAP@0.5 0.852
+# (RBC 0.828, WBC 0.995, Platelets 0.733; area AP), 8 min wall on two CPU cores (two runs side
+# by side, both seed 0, identical at every validation; the README's results table). The curves
+# in docs/figures/refinedet_vgg16_320_bccd_curves.png are of an earlier run (0.817).
 _base_ = ['_base_/models/refinedet_vgg16.py', '_base_/datasets/voc_bccd.py',
           '_base_/default_runtime.py']
 model = dict(
