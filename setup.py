@@ -1,4 +1,8 @@
-"""Packaging: the core ``toolbox`` and the first-party plugins, installed as ``toolbox_plugins``.
+"""Packaging: the distribution ``detsegbox``: the core, imported as ``toolbox``, and the first-party
+plugins, installed as ``toolbox_plugins``.
+
+The distribution name is our own (``toolbox`` on the package index is an unrelated project);
+the import name ``toolbox`` and the entry-point group ``toolbox.plugins`` are unchanged.
 
 The first-party plugins are found by the core through the ``toolbox.plugins`` entry-point group,
 exactly as third-party plugin packages are (see ``examples/toolbox-plugin-example``).
@@ -10,7 +14,7 @@ plugin_packages = ['toolbox_plugins'] + [
     'toolbox_plugins.' + p[len('plugins.'):] for p in find_packages(include=['plugins.*'])]
 
 setup(
-    name='toolbox',
+    name='detsegbox',  # keep toolbox.plugins.DISTRIBUTION equal to it
     version='0.1.0',
     description='Plugin-based object detection and semantic segmentation toolbox',
     long_description=open('README.md', encoding='utf-8').read(),

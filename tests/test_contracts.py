@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from toolbox.models.bases import BaseBackbone
-from toolbox.plugins import distribution_of
+from toolbox.plugins import DISTRIBUTION, distribution_of
 from toolbox.registry import MODELS
 
 from .conftest import REPO_ROOT
@@ -69,11 +69,11 @@ def registered_backbones() -> dict[str, type]:
 
 
 def first_party_heads_and_losses() -> dict[str, type]:
-    """Registered classes of the ``toolbox`` distribution in a ``heads.`` or ``.losses.``
-    module (abstract bases excluded)."""
+    """Registered classes of the toolbox's own distribution (``DISTRIBUTION``) in a ``heads.``
+    or ``.losses.`` module (abstract bases excluded)."""
     return {name: cls for name, cls in sorted(MODELS.module_dict.items())
             if inspect.isclass(cls) and not inspect.isabstract(cls)
-            and _distribution(cls.__module__) == 'toolbox'
+            and _distribution(cls.__module__) == DISTRIBUTION
             and ('heads.' in cls.__module__ or '.losses.' in cls.__module__)}
 
 

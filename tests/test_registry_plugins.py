@@ -9,8 +9,9 @@ from mmengine import Config
 from mmengine import registry as mm_registry
 
 from toolbox import plugins
-from toolbox.plugins import (ENTRY_POINT_GROUP, FailedPlugin, distribution_of, failed_plugins,
-                             list_components, load_plugins, loaded_plugins, require)
+from toolbox.plugins import (DISTRIBUTION, ENTRY_POINT_GROUP, FailedPlugin, distribution_of,
+                             failed_plugins, list_components, load_plugins, loaded_plugins,
+                             require)
 from toolbox.registry import ALL_REGISTRIES, MODELS, SCOPE, UnknownComponentError
 
 from .conftest import REPO_ROOT
@@ -63,14 +64,14 @@ def test_first_party_and_third_party_plugins_are_discovered():
     assert names['example'] == 'toolbox_plugin_example'  # the installed example package
     # every first-party entry point (one per component module) imports
     declared = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
-                if ep.dist.name == 'toolbox'}
+                if ep.dist.name == DISTRIBUTION}
     assert len(declared) >= 10 and declared <= set(names)
-    assert [f for f in failed_plugins() if f.distribution == 'toolbox'] == []
+    assert [f for f in failed_plugins() if f.distribution == DISTRIBUTION] == []
     rows = {(r['registry'], r['name']): r for r in list_components()}
-    assert rows[('model', 'ResNet')]['package'] == 'toolbox'
+    assert rows[('model', 'ResNet')]['package'] == DISTRIBUTION == 'detsegbox'
     assert rows[('model', 'TinyConvBackbone')]['package'] == 'toolbox-plugin-example'
     assert rows[('dataset', 'CocoDataset')]['module'] == 'toolbox.datasets.detection'
-    assert distribution_of('toolbox_plugins.dense_heads.retina_head') == 'toolbox'
+    assert distribution_of('toolbox_plugins.dense_heads.retina_head') == DISTRIBUTION
     assert distribution_of('not_an_installed_module') == 'local'
 
 
@@ -109,7 +110,7 @@ def test_unknown_keyword_names_class_and_accepted_arguments():
 
 def test_list_components_tool_prints_packages_and_failed_plugins(tmp_path):
     # really installed (dist-info on sys.path) plugins whose import fails; 'aaa-clash' sorts
-    # before 'toolbox' but is loaded after it, so its FocalLoss clashes, not ours
+    # before 'detsegbox' but is loaded after it, so its FocalLoss clashes, not ours
     (tmp_path / 'fake_broken_plugin.py').write_text(BROKEN_PLUGIN)
     (tmp_path / 'fake_clashing_plugin.py').write_text(CLASHING_PLUGIN)
     _fake_distribution(tmp_path, 'fake-broken', {'broken': 'fake_broken_plugin'})
@@ -131,7 +132,7 @@ def test_list_components_tool_prints_packages_and_failed_plugins(tmp_path):
     assert '  clash=fake_clashing_plugin (distribution aaa-clash): KeyError:' in out
     assert 'FocalLoss is already registered' in out
     focal = [line.split() for line in out.splitlines() if line.split()[1:2] == ['FocalLoss']]
-    assert focal == [['model', 'FocalLoss', 'toolbox', 'toolbox_plugins.losses.focal_loss']]
+    assert focal == [['model', 'FocalLoss', DISTRIBUTION, 'toolbox_plugins.losses.focal_loss']]
     assert "toolbox plugin 'broken' (module 'fake_broken_plugin', distribution 'fake-broken')" \
         in run.stderr and 'RuntimeWarning' in run.stderr
 
@@ -144,7 +145,7 @@ def test_a_broken_plugin_is_reported_and_disables_nothing_else(tmp_path, monkeyp
     modules.mkdir(), dists.mkdir()
     (modules / 'fake_broken_plugin.py').write_text(BROKEN_PLUGIN)
     (modules / 'fake_good_plugin.py').write_text(GOOD_PLUGIN)
-    # all three distributions (toolbox, fake-broken, fake-good) declare 'backbones.resnet'
+    # all three distributions (detsegbox, fake-broken, fake-good) declare 'backbones.resnet'
     fakes = [*_fake_distribution(dists, 'fake-broken',
                                  {'backbones.resnet': 'fake_broken_plugin'}).entry_points,
              *_fake_distribution(dists, 'fake-good',
@@ -185,7 +186,7 @@ def test_a_broken_plugin_is_reported_and_disables_nothing_else(tmp_path, monkeyp
 
     loaded = {(ep.dist.name, ep.name, ep.value) for ep in loaded_plugins()}
     assert loaded == loaded_before | {('fake-good', 'backbones.resnet', 'fake_good_plugin')}
-    assert ('toolbox', 'backbones.resnet', 'toolbox_plugins.backbones.resnet') in loaded
+    assert (DISTRIBUTION, 'backbones.resnet', 'toolbox_plugins.backbones.resnet') in loaded
     assert set(MODELS.module_dict) == registered_before | {'FakePluginIdentity'}
     assert type(MODELS.build(dict(type='FakePluginIdentity'))).__name__ == 'FakePluginIdentity'
 
@@ -215,7 +216,7 @@ def test_require_names_the_component_and_the_install_command():
     assert message.startswith("LoadNiftiFromFile needs the optional package "
                               "'toolbox_missing_dependency_xyz.sub'")
     assert "No module named 'toolbox_missing_dependency_xyz'" in message
-    assert message.endswith("install it with `pip install 'toolbox[medical]'`")
+    assert message.endswith("install it with `pip install 'detsegbox[medical]'`")
     assert info.value.name == 'toolbox_missing_dependency_xyz.sub'
     with pytest.raises(ImportError, match='install it with `pip install toolbox_missing'):
         require('toolbox_missing_dependency_xyz', 'SomeHead')

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from types import ModuleType
 
 ENTRY_POINT_GROUP = 'toolbox.plugins'
+# The distribution that installs ``toolbox`` and ``toolbox_plugins`` (``name=`` in setup.py);
+# ``toolbox`` on the package index is an unrelated project.
+DISTRIBUTION = 'detsegbox'
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,8 @@ def load_plugins(force: bool = False) -> list[metadata.EntryPoint]:
     entry_points = {_key(ep): ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     # the toolbox's own plugins first: a third-party class reusing a registered name then fails
     # its own plugin, not ours
-    for key, entry_point in sorted(entry_points.items(), key=lambda kv: (kv[0][0] != 'toolbox',
-                                                                          kv[0])):
+    for key, entry_point in sorted(entry_points.items(),
+                                   key=lambda kv: (kv[0][0] != DISTRIBUTION, kv[0])):
         if key in _loaded:
             continue
         before = {name: set(r._module_dict) for name, r in ALL_REGISTRIES.items()}
@@ -150,7 +153,8 @@ def require(package: str, component: str, extra: str | None = None,
     Args:
         package: import name of the dependency (``'nibabel'``, ``'timm.layers'``).
         component: the component that needs it, named in the error.
-        extra: the toolbox extra that installs it (``pip install 'toolbox[extra]'``).
+        extra: the extra of :data:`DISTRIBUTION` that installs it
+            (``pip install 'detsegbox[extra]'``).
         pip_name: the distribution to ``pip install`` when there is no extra (default: the
             top-level import name).
 
@@ -164,7 +168,7 @@ def require(package: str, component: str, extra: str | None = None,
         return importlib.import_module(package)
     except ImportError as exc:
         if extra is not None:
-            install = f"pip install 'toolbox[{extra}]'"
+            install = f"pip install '{DISTRIBUTION}[{extra}]'"
         else:
             install = f"pip install {pip_name or package.split('.')[0]}"
         raise ImportError(f"{component} needs the optional package '{package}', which cannot be "

@@ -67,7 +67,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from toolbox.engine import build_runner, close_distributed, init_distributed, load_config
+    from toolbox.engine import (build_runner, check_data_paths, close_distributed,
+                                init_distributed, load_config)
     cfg = load_config(args.config, args.cfg_options)
     if args.work_dir:
         cfg.work_dir = args.work_dir
@@ -99,6 +100,7 @@ def main(argv=None):
                                   confusion=args.confusion_matrix, pr_curves=args.pr_curves,
                                   score_thr=args.analysis_score_thr,
                                   iou_thr=args.analysis_iou_thr)]
+    check_data_paths(cfg, ('test',))
     init_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
     metrics = runner.test()
@@ -107,4 +109,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from toolbox.engine import DataPathError
+    try:
+        main()
+    except DataPathError as exc:  # a dataset is not where the config says: the message is enough
+        raise SystemExit(f'error: {exc}') from None

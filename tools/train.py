@@ -1,6 +1,10 @@
 """Train a model from a config: ``python tools/train.py CONFIG [options]``.
 
-Thin on purpose: config -> overrides -> Runner (see ``toolbox.engine.setup``).
+Thin on purpose: config -> overrides -> data paths checked -> Runner (see
+``toolbox.engine.setup``). A missing dataset stops here, before the Runner's log head, with the
+config key, the resolved path and where docs/datasets.md says to get it. The console shows a
+short head; the environment report and the full config go to the log file
+(``<work_dir>/<timestamp>/<timestamp>.log``).
 """
 import argparse
 import os.path as osp
@@ -35,7 +39,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from toolbox.engine import build_runner, close_distributed, init_distributed, load_config
+    from toolbox.engine import (build_runner, check_data_paths, close_distributed,
+                                init_distributed, load_config)
     cfg = load_config(args.config, args.cfg_options)
     if args.work_dir:
         cfg.work_dir = args.work_dir
@@ -61,6 +66,7 @@ def main(argv=None):
             randomness['seed'] = args.seed
         randomness['deterministic'] = args.deterministic
         cfg.randomness = randomness
+    check_data_paths(cfg, ('train', 'val'))
     init_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
     runner.train()
@@ -68,4 +74,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from toolbox.engine import DataPathError
+    try:
+        main()
+    except DataPathError as exc:  # a dataset is not where the config says: the message is enough
+        raise SystemExit(f'error: {exc}') from None

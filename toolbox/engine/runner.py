@@ -1,4 +1,5 @@
-"""The toolbox's Runner: mmengine's, with safe checkpoint loading and atomic saving.
+"""The toolbox's Runner: mmengine's, with safe checkpoint loading and atomic saving, the loss
+contract checked when the model is built, and a short console log head.
 
 mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; torch >= 2.6 defaults it to
 True, which cannot unpickle mmengine's resume checkpoints (numpy arrays, ``HistoryBuffer``).
@@ -16,10 +17,16 @@ and a pointer to a complete file. ``--resume`` without a path falls back to the 
 loadable checkpoint of the work dir when the pointer is missing, empty or names a missing or
 broken file (:func:`find_resume_checkpoint`), and says so; leftover ``.tmp`` files are removed
 when training starts.
+
+The console gets a short head: mmengine's environment report (with torch's build
+configuration), the full config dump and the hook table (together several hundred lines) go to
+the log file ``<work_dir>/<timestamp>/<timestamp>.log`` only, and the console gets one line
+saying so (:class:`FileOnlyLogHead`). The config is also written to ``<work_dir>/<name>.py``.
 """
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import os.path as osp
 from collections import Counter, OrderedDict, deque
@@ -33,6 +40,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
+from toolbox.models.loss_utils import check_loss_contract
 from toolbox.registry import HOOKS, RUNNERS
 
 
@@ -216,11 +224,47 @@ class CheckpointHook(MMEngineCheckpointHook):
             self.keep_ckpt_ids = deque(keep[-self.max_keep_ckpts:], self.max_keep_ckpts)
 
 
+class FileOnlyLogHead(logging.Filter):
+    """A console-handler filter that drops mmengine's long log-head records (the environment
+    report, the config dump and the hook table); the log file still gets them."""
+
+    PREFIXES = ('\n' + '-' * 60 + '\nSystem environment:', 'Config:\n',
+                'Hooks will be executed in the following order')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.PREFIXES))
+
+
 @RUNNERS.register_module()
 class ToolboxRunner(Runner):
-    """mmengine ``Runner`` with weights-only loading and atomic saving (module docstring)."""
+    """mmengine ``Runner`` with weights-only loading, atomic saving, the loss contract checked
+    at build time and a short console log head (module docstring)."""
 
     _resuming = False
+
+    def build_logger(self, log_level='INFO', log_file=None, **kwargs):
+        logger = super().build_logger(log_level, log_file, **kwargs)
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler) and not any(
+                    isinstance(f, FileOnlyLogHead) for f in handler.filters):
+                handler.addFilter(FileOnlyLogHead())
+        return logger
+
+    def _log_env(self, env_cfg: dict) -> None:
+        super()._log_env(env_cfg)
+        log_files = [h.baseFilename for h in self.logger.handlers
+                     if isinstance(h, logging.FileHandler)]
+        where = log_files[0] if log_files else 'the log file'
+        self.logger.info(f'torch {torch.__version__}, seed {self._seed}, work dir '
+                         f'{self.work_dir}; environment, full config and hook order: {where} '
+                         f'(`python -m toolbox.env` prints the environment)')
+
+    def build_model(self, model):
+        """mmengine's, then :func:`~toolbox.models.loss_utils.check_loss_contract`: a loss
+        that cannot take the keywords its head passes fails here, naming itself."""
+        model = super().build_model(model)
+        check_loss_contract(model)
+        return model
 
     def resume(self, filename: str, resume_optimizer: bool = True,
                resume_param_scheduler: bool = True, map_location='default') -> None:

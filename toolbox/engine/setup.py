@@ -1,14 +1,18 @@
 """From a config file to a ready Runner: the one place where mmengine is set up.
 
 Handles plugin discovery, the default scope, distributed initialisation on CPU (gloo) and GPU
-(nccl), and the model wrapper mmengine needs for CPU DDP.
+(nccl), the model wrapper mmengine needs for CPU DDP, the log backends (text and json always,
+TensorBoard when installed) and the check that the data a run reads exists
+(:func:`check_data_paths`, before the Runner and its config dump).
 """
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import os.path as osp
 import subprocess
+from collections.abc import Iterator, Sequence
 
 import torch
 from mmengine.config import Config
@@ -30,6 +34,127 @@ RUNNER_KEYS = ('model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_
 
 class ConfigError(ValueError):
     """A config file or an override is wrong; the message names the file or the key."""
+
+
+class DataPathError(FileNotFoundError):
+    """A dataset path of the config does not exist; ``missing`` lists
+    ``(config key, resolved path)`` for each one."""
+
+    def __init__(self, message: str, missing: list[tuple[str, str]]):
+        super().__init__(message)
+        self.missing = missing
+
+
+# Where docs/datasets.md describes each dataset type (download and layout).
+DATASET_NAMES = dict(CocoDataset='COCO', VOCDataset='Pascal VOC', VOCSegDataset='Pascal VOC 2012',
+                     CamVidDataset='CamVid', DecathlonDataset='the Medical Segmentation Decathlon',
+                     FolderSegDataset='a custom dataset')
+# The loops each split's dataloader and evaluator belong to.
+_SPLIT_KEYS = dict(train=('train_dataloader', None), val=('val_dataloader', 'val_evaluator'),
+                   test=('test_dataloader', 'test_evaluator'))
+
+
+def _dataset_paths(dataset: dict, key: str) -> Iterator[tuple[str, str, str, str]]:
+    """``(config key, resolved path, 'file' | 'dir', dataset type)`` of every path a dataset
+    config reads, wrappers (``dataset=``, ``datasets=[...]``) included. Paths are resolved as
+    mmengine's ``BaseDataset`` does: relative ``ann_file`` and ``data_prefix`` values are
+    joined to ``data_root``; a missing ``data_root`` hides the paths under it."""
+    if not isinstance(dataset, dict):
+        return
+    if isinstance(dataset.get('dataset'), dict):
+        yield from _dataset_paths(dataset['dataset'], f'{key}.dataset')
+    for i, part in enumerate(dataset.get('datasets') or []):
+        yield from _dataset_paths(part, f'{key}.datasets[{i}]')
+    kind = str(dataset.get('type', ''))
+    root = dataset.get('data_root') or ''
+    if root:
+        yield f'{key}.data_root', osp.abspath(root), 'dir', kind
+        if not osp.isdir(root):
+            return
+    files = [('ann_file', dataset.get('ann_file'))] + [
+        (f'extra_ann_files[{i}]', f) for i, f in enumerate(dataset.get('extra_ann_files') or [])]
+    for name, value in files:
+        if value:
+            yield f'{key}.{name}', osp.abspath(osp.join(root, value)), 'file', kind
+    for name, value in (dataset.get('data_prefix') or {}).items():
+        if isinstance(value, str) and (value or root):
+            yield f'{key}.data_prefix.{name}', osp.abspath(osp.join(root, value)), 'dir', kind
+
+
+def check_data_paths(cfg: Config, splits: Sequence[str] = ('train', 'val')) -> None:
+    """Raise :class:`DataPathError` if a path the given splits read does not exist.
+
+    Checked for each split that will run (``'train'``: ``train_dataloader`` and the dataloaders
+    of ``custom_hooks`` such as ``ValLossHook``; ``'val'`` / ``'test'``: the dataloader and the
+    evaluator's ``ann_file``, when the config has the split's loop): every ``data_root``,
+    ``ann_file`` (and ``extra_ann_files``) and ``data_prefix`` entry, resolved against the
+    working directory as the datasets resolve them. Run it before the Runner is built: the
+    error then comes first, not after the environment report and the config dump, and names
+    every missing path with its config key (e.g. ``train_dataloader.dataset.ann_file``) and
+    where docs/datasets.md says to get the dataset.
+    """
+    sources = []
+    for split in splits:
+        if split not in _SPLIT_KEYS:
+            raise ValueError(f'check_data_paths: unknown split {split!r}; one of '
+                             f'{sorted(_SPLIT_KEYS)}')
+        loader_key, evaluator_key = _SPLIT_KEYS[split]
+        if split != 'train' and not cfg.get(f'{split}_cfg'):
+            continue
+        loader = cfg.get(loader_key) or {}
+        sources += list(_dataset_paths(loader.get('dataset'), f'{loader_key}.dataset'))
+        evaluators = cfg.get(evaluator_key) if evaluator_key else None
+        evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]
+        for i, evaluator in enumerate(e for e in evaluators if isinstance(e, dict)):
+            where = evaluator_key if len(evaluators) == 1 else f'{evaluator_key}[{i}]'
+            if evaluator.get('ann_file'):
+                sources.append((f'{where}.ann_file', osp.abspath(evaluator['ann_file']), 'file',
+                                str(loader.get('dataset', {}).get('type', ''))))
+        if split == 'train':
+            for i, hook in enumerate(cfg.get('custom_hooks') or []):
+                if isinstance(hook.get('dataloader'), dict):
+                    sources += list(_dataset_paths(hook['dataloader'].get('dataset'),
+                                                   f'custom_hooks[{i}].dataloader.dataset'))
+    missing = [(key, path, kind) for key, path, what, kind in sources
+               if not (osp.isdir(path) if what == 'dir' else osp.isfile(path))]
+    if not missing:
+        return
+    lines = [f'  {key}: {path} does not exist' for key, path, _ in missing]
+    advice = []
+    for kind in dict.fromkeys(kind for _, _, kind in missing):
+        name = DATASET_NAMES.get(kind, kind.replace('Dataset', '') or 'the dataset')
+        advice.append(f'see docs/datasets.md for where to get {name} and its layout')
+    if any(f'{osp.sep}data{osp.sep}demo' in path for _, path, _ in missing):
+        advice.append('the demo data is generated by `python tools/make_demo_data.py`')
+    raise DataPathError(
+        f'{cfg.filename or "the config"}: {len(missing)} data path(s) do not exist (relative '
+        f'paths are resolved against the working directory {os.getcwd()}):\n' +
+        '\n'.join(lines) + '\n' + '; '.join(advice) + '; or point the config at your copy, '
+        'e.g. --cfg-options ' + f'{missing[0][0]}=PATH.',
+        [(key, path) for key, path, _ in missing])
+
+
+def tensorboard_available() -> bool:
+    """Whether ``tensorboard`` (needed by mmengine's ``TensorboardVisBackend``) is installed."""
+    return importlib.util.find_spec('tensorboard') is not None
+
+
+def with_log_backends(visualizer: dict | None) -> dict:
+    """The visualizer config with the toolbox's log backends added.
+
+    mmengine's ``LocalVisBackend`` always (the json scalars next to the text log, which the
+    logger writes regardless), and ``TensorboardVisBackend`` when :func:`tensorboard_available`
+    (event files under ``<work_dir>/<timestamp>/vis_data``). Backends a config lists are kept.
+    """
+    visualizer = dict(visualizer or dict(type='Visualizer'))
+    backends = [dict(b) for b in visualizer.get('vis_backends') or []]
+    types = {b.get('type') for b in backends}
+    if 'LocalVisBackend' not in types:
+        backends.insert(0, dict(type='LocalVisBackend'))
+    if 'TensorboardVisBackend' not in types and tensorboard_available():
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer['vis_backends'] = backends
+    return visualizer
 
 
 def load_config(path: str, cfg_options: dict | None = None) -> Config:
@@ -143,7 +268,10 @@ def build_runner(cfg: Config):
 
     ``cfg.work_dir`` defaults to ``work_dirs/<config name>``. The training loader's random
     augmentation is seeded per sample (:mod:`toolbox.datasets.seeding`: exact resume with any
-    number of workers) unless the config sets ``per_sample_seeding = False``.
+    number of workers) unless the config sets ``per_sample_seeding = False``. The visualizer
+    gets the log backends of :func:`with_log_backends`. Call :func:`check_data_paths` first
+    (``tools/train.py`` does) so that missing data is reported before the Runner writes its
+    log head.
     """
     import toolbox  # noqa: F401  (registers the core components)
     from toolbox.engine.runner import ToolboxRunner
@@ -157,6 +285,7 @@ def build_runner(cfg: Config):
         if not any(h.get('type') == hook for h in custom_hooks):
             custom_hooks.append(dict(type=hook))
     cfg.custom_hooks = custom_hooks
+    cfg.visualizer = with_log_backends(cfg.get('visualizer'))
     if cfg.get('train_dataloader') and cfg.get('per_sample_seeding', True):
         cfg.train_dataloader = seeded_train_dataloader(cfg.train_dataloader)
     return ToolboxRunner.from_cfg(cfg)

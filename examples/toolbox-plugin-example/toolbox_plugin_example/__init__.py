@@ -1,8 +1,15 @@
-"""A third-party plugin: registers into the toolbox's registries, never a scope of its own."""
+"""A third-party plugin: registers into the toolbox's registries, never a scope of its own.
+
+It uses only the toolbox's public pieces: ``BaseBackbone`` (the feature contract),
+``weight_reduce_loss`` (the reduction every loss shares) and the ``MODELS`` registry.
+"""
+from __future__ import annotations
+
 import torch
 from torch import nn
 
 from toolbox.models.bases import BaseBackbone
+from toolbox.models.loss_utils import weight_reduce_loss
 from toolbox.registry import MODELS
 
 
@@ -45,11 +52,29 @@ class TinyConvBackbone(BaseBackbone):
 
 @MODELS.register_module()
 class ScaledL1Loss(nn.Module):
-    """``loss_weight * mean(|pred - target|)``."""
+    """``loss_weight * |pred - target|``, reduced as every toolbox loss is.
 
-    def __init__(self, loss_weight: float = 1.0):
+    The loss contract (docs/plugins.md): a detection head calls
+    ``loss(pred, target, weight=None, avg_factor=None)`` with ``pred`` and ``target`` of the
+    same shape (box losses: (P, 4) encoded deltas of the P positive priors), ``weight``
+    broadcastable to them ((P, 4) or (P,) per box), and ``avg_factor`` the number the sum is
+    divided by instead of the element count (the positives of the batch). Reduction:
+    ``'mean'`` (``sum / avg_factor``, or the plain mean without one), ``'sum'``, ``'none'``.
+
+    Args:
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``.
+        loss_weight: factor of the reduced loss.
+    """
+
+    def __init__(self, reduction: str = 'mean', loss_weight: float = 1.0):
         super().__init__()
+        self.reduction = reduction
         self.loss_weight = loss_weight
 
-    def forward(self, pred, target):
-        return self.loss_weight * torch.mean(torch.abs(pred - target))
+    def forward(self, pred: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None = None, avg_factor: float | None = None
+                ) -> torch.Tensor:
+        loss = torch.abs(pred - target)
+        if weight is not None and weight.dim() < loss.dim():
+            weight = weight.unsqueeze(-1)  # one weight per box for its 4 coordinates
+        return self.loss_weight * weight_reduce_loss(loss, weight, self.reduction, avg_factor)
