@@ -156,7 +156,10 @@ def test_cpu_ddp_with_gloo_through_dist_train_sh_and_exact_distributed_resume(tm
                    f'val_dataloader.dataset.data_root={demo_root}/coco/',
                    f'val_evaluator.ann_file={demo_root}/coco/annotations/instances_val.json',
                    f'train_cfg.max_epochs={max_epochs}', 'train_cfg.val_interval=2',
-                   'train_dataloader.batch_size=4', 'default_hooks.checkpoint.interval=1']
+                   'train_dataloader.batch_size=4', 'default_hooks.checkpoint.interval=1',
+                   # the same 24-epoch cosine in all three runs: without a schedule override,
+                   # max_epochs=1 / 2 would stretch the cosine to 1 / 2 epochs (load_config)
+                   'param_scheduler.1.T_max=24']
         env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29517')
         out = subprocess.run(['bash', 'tools/dist_train.sh',
                               'configs/retinanet_r18_fpn_160_demo.py', '2', '--work-dir',
