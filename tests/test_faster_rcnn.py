@@ -244,3 +244,20 @@ def test_coco_recipes_parameter_counts(path, expected):
     model = MODELS.build(Config.fromfile(path).model)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert 41_808_406 - 41_753_056 == (10 + 44) * 1025
+
+
+def test_rpn_proposes_nothing_from_the_padding_of_a_smaller_image():
+    """Two images padded to 64x64, the second only 40x40 inside: objectness that is high only
+    at locations centred beyond 40 px gives the second image no proposal, the first keeps them."""
+    from toolbox.models.task_utils import DeltaXYWHBoxCoder
+    ys, xs = torch.meshgrid(torch.arange(8) * 8 + 4.0, torch.arange(8) * 8 + 4.0, indexing='ij')
+    centres = torch.stack([xs, ys], -1).reshape(-1, 2)
+    priors = torch.cat([centres - 6, centres + 6], 1)  # (64, 4), one anchor per cell
+    logits = torch.full((2, 64), -10.0)
+    logits[:, (centres > 40).all(1)] = 10.0
+    cfg = dict(nms_pre=100, iou_threshold=0.7, max_per_img=100, min_bbox_size=0)
+    first, second = proposals_from_levels(
+        [logits], [torch.zeros(2, 64, 4)], [priors], DeltaXYWHBoxCoder(),
+        [dict(img_shape=(64, 64)), dict(img_shape=(40, 40))], cfg)
+    assert len(second) == 0 or bool((second.scores < 0.5).all())
+    assert int((first.scores > 0.5).sum()) == 9

@@ -91,8 +91,9 @@ def topk_per_image(keep: Tensor, image_ids: Tensor, num_images: int, k: int
 def proposals_from_levels(logits: list[Tensor], deltas: list[Tensor], priors: list[Tensor],
                           bbox_coder, batch_img_metas: list[dict], cfg: dict
                           ) -> list[InstanceData]:
-    """Batched RPN post-processing (one ``topk`` per level over the batch, decode, clip,
-    size filter, one ``batched_nms`` over images x levels, ``max_per_img`` per image).
+    """Batched RPN post-processing (locations centred in an image's padding skipped, one
+    ``topk`` per level over the batch, decode, clip, size filter, one ``batched_nms`` over
+    images x levels, ``max_per_img`` per image).
 
     Args:
         logits: per level (B, N_l) objectness logits; ``-inf`` marks a skipped location
@@ -106,8 +107,13 @@ def proposals_from_levels(logits: list[Tensor], deltas: list[Tensor], priors: li
     """
     num_images = logits[0].shape[0]
     device = logits[0].device
+    shapes = torch.tensor([m['img_shape'][:2] for m in batch_img_metas], device=device)
     boxes, scores, groups, finite = [], [], [], []
     for level, (lvl_logits, lvl_deltas, lvl_priors) in enumerate(zip(logits, deltas, priors)):
+        # a location in the padding of a smaller image of the batch proposes nothing
+        centres = (lvl_priors[..., :2] + lvl_priors[..., 2:]) / 2  # (N_l, 2) or (B, N_l, 2)
+        inside = (centres < shapes.flip(-1)[:, None].to(centres.dtype)).all(-1)  # (B, N_l)
+        lvl_logits = lvl_logits.masked_fill(~inside, float('-inf'))
         k = lvl_logits.shape[1] if cfg['nms_pre'] <= 0 else min(cfg['nms_pre'],
                                                                 lvl_logits.shape[1])
         top, idx = lvl_logits.topk(k, dim=1)  # (B, k)
@@ -120,7 +126,6 @@ def proposals_from_levels(logits: list[Tensor], deltas: list[Tensor], priors: li
         scores.append(top.sigmoid())
         finite.append(torch.isfinite(top))
         groups.append(torch.full_like(idx, level))
-    shapes = torch.tensor([m['img_shape'][:2] for m in batch_img_metas], device=device)
     boxes = clip_to_image_shapes(torch.cat(boxes, 1), shapes[:, None])  # (B, M, 4)
     scores = torch.cat(scores, 1)
     image_ids = torch.arange(num_images, device=device)[:, None].expand_as(scores)
