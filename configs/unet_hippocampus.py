@@ -4,12 +4,13 @@
 # 32 x 48 x 32 crop to 2 x 3 x 2, like nnU-Net's 4 poolings on Hippocampus), 2x2x2 up-convs,
 # padded 3x3x3 convs with instance norm, Dice + CE. Any volume size runs (the decoder pads the
 # up-sampled maps to the skips), so no pad_size_divisor. Not trained here.
-_base_ = ['_base_/datasets/hippocampus.py', '_base_/default_runtime.py']
+_base_ = ['./unetr_hippocampus.py']
 crop_size = {{_base_.crop_size}}
 base_channels = 16
 num_stages = 5
 norm_cfg = dict(type='IN')
 model = dict(
+    _delete_=True,
     type='EncoderDecoder',
     data_preprocessor=dict(type='DataPreprocessor'),
     backbone=dict(type='UNetEncoder', in_channels=1, base_channels=base_channels,
@@ -21,17 +22,3 @@ model = dict(
                      loss_decode=dict(type='DiceCELoss')),
     test_cfg=dict(mode='sliding_window', roi_size=crop_size, sw_batch_size=4, overlap=0.5,
                   blend='gaussian'))
-max_iters = 2000
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(type='OptimWrapper',
-                     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-5),
-                     clip_grad=dict(max_norm=1.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', T_max=max_iters - 50, eta_min=1e-5, by_epoch=False,
-         begin=50, end=max_iters),
-]
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=1000, max_keep_ckpts=1))
-log_processor = dict(by_epoch=False)
