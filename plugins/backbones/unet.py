@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from toolbox.models.bases import BaseBackbone
+from toolbox.models.bases import BaseBackbone, kaiming_init_conv_norm
 from toolbox.models.layers import resolve_norm_cfg
 from toolbox.registry import MODELS
 
@@ -33,20 +33,6 @@ def double_conv(in_channels: int, out_channels: int, spatial_dims: int,
     norm_cfg = None if norm_cfg is None else resolve_norm_cfg(norm_cfg, spatial_dims)
     return [ConvModule(c_in, out_channels, 3, padding=1, conv_cfg=conv_cfg, norm_cfg=norm_cfg)
             for c_in in (in_channels, out_channels)]
-
-
-def reset_conv_norm(modules) -> None:
-    """Kaiming-normal (fan-out, ReLU gain) convs and transposed convs of any dimension with
-    zero biases, unit affine norms (torchvision's ResNet initialisation, in 2D and 3D)."""
-    for m in modules:
-        if isinstance(m, nn.modules.conv._ConvNd):
-            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
-                            nn.modules.instancenorm._InstanceNorm)) and m.affine:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 @MODELS.register_module()
@@ -98,7 +84,7 @@ class UNetEncoder(BaseBackbone):
             for i, width in enumerate(widths))
         self.out_channels = tuple(widths[i] for i in self.out_indices)
         self.strides = tuple(2 ** i for i in self.out_indices)
-        reset_conv_norm(self.modules())
+        kaiming_init_conv_norm(self.modules(), any_dim=True)
         self.freeze_stages()
 
     def frozen_modules(self) -> list[nn.Module]:

@@ -34,7 +34,7 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from toolbox.models.bases import BaseDecodeHead, fit_to, resize
+from toolbox.models.bases import BaseDecodeHead, fit_to, kaiming_init_conv_norm, resize
 from toolbox.models.layers import resolve_norm_cfg
 from toolbox.registry import MODELS
 
@@ -103,15 +103,7 @@ class UNetHead(BaseDecodeHead):
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan-out, ReLU gain) convs and transposed convs of any dimension
         with zero biases, unit affine norms, and the base's normal(0.01) ``conv_seg``."""
-        for m in self.modules():
-            if isinstance(m, nn.modules.conv._ConvNd) and m is not self.conv_seg:
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
-                                nn.modules.instancenorm._InstanceNorm)) and m.affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init_conv_norm(self.modules(), any_dim=True)
         nn.init.normal_(self.conv_seg.weight, std=0.01)
         nn.init.zeros_(self.conv_seg.bias)
 

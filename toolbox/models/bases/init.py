@@ -67,15 +67,20 @@ def apply_init_cfg(module: nn.Module, load_pretrained=None) -> dict | None:
     return report
 
 
-def kaiming_init_conv_norm(modules) -> None:
+def kaiming_init_conv_norm(modules, any_dim: bool = False) -> None:
     """torchvision's ResNet initialisation over ``modules`` (e.g. ``self.modules()``): every
     ``Conv2d`` Kaiming-normal (fan-out, ReLU gain) with a zero bias, every affine BatchNorm /
-    GroupNorm weight 1 and bias 0."""
+    GroupNorm weight 1 and bias 0. ``any_dim=True`` extends it to convs and transposed convs of
+    any dimension and to instance norms (the 2D / 3D U-Net); the default keeps 2D-only, which
+    the recorded runs of the other models were trained with."""
+    conv_types = nn.modules.conv._ConvNd if any_dim else nn.Conv2d
+    norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm) + \
+        ((nn.modules.instancenorm._InstanceNorm,) if any_dim else ())
     for m in modules:
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, conv_types):
             nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
+        elif isinstance(m, norm_types) and m.affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
