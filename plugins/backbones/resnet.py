@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from toolbox.models.bases import BaseBackbone, kaiming_init_conv_norm
 from toolbox.models.layers import (build_conv, build_norm_layer, build_plugin_sequence,
-                                   init_deform_convs, parse_plugins, select_stage_plugins)
+                                   check_stage_with_dcn, init_deform_convs, parse_plugins,
+                                   select_stage_plugins)
 from toolbox.registry import MODELS
 
 
@@ -229,14 +230,7 @@ class ResNet(BaseBackbone):
             raise ValueError(f'multi_grid needs one entry per block of layer4 '
                              f'({num_blocks[3]} for depth {depth}), got {tuple(multi_grid)}')
         block_dilations = self._check_block_dilations(block_dilations, multi_grid)
-        stage_with_dcn = tuple(stage_with_dcn)
-        if len(stage_with_dcn) != 4 or not all(isinstance(s, bool) for s in stage_with_dcn):
-            raise ValueError(f'stage_with_dcn needs 4 bools (one per stage), got '
-                             f'{stage_with_dcn}')
-        if (dcn is None) == any(stage_with_dcn):
-            raise ValueError(f'dcn and stage_with_dcn must agree: dcn={dcn} with '
-                             f'stage_with_dcn={stage_with_dcn} (give a dcn config and select at '
-                             f'least one stage, or neither)')
+        stage_with_dcn = check_stage_with_dcn(dcn, stage_with_dcn, 'ResNet')
         self.plugins = parse_plugins(
             plugins, block.plugin_positions + ('after_stage', 'input'),
             owner=f'ResNet-{depth} ({block.__name__})')

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from toolbox.engine.weights import load_weights, read_state_dict
 from toolbox.models.bases import BaseBackbone, kaiming_init_conv_norm
-from toolbox.models.layers import (build_conv, build_plugin_sequence, init_deform_convs,
-                                   parse_plugins, select_stage_plugins)
+from toolbox.models.layers import (build_conv, build_plugin_sequence, check_stage_with_dcn,
+                                   init_deform_convs, parse_plugins, select_stage_plugins)
 from toolbox.registry import MODELS
 
 # timm features_only state dicts flatten ``stem.0`` to ``stem_0``; rename before matching.
@@ -305,14 +305,7 @@ class VoVNet(BaseBackbone):
         self.check_out_indices(4)
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'VoVNet frozen_stages must be in -1..4, got {frozen_stages}')
-        stage_with_dcn = tuple(stage_with_dcn)
-        if len(stage_with_dcn) != 4 or not all(isinstance(s, bool) for s in stage_with_dcn):
-            raise ValueError(f'VoVNet stage_with_dcn needs 4 bools (one per stage), got '
-                             f'{stage_with_dcn}')
-        if (dcn is None) == any(stage_with_dcn):
-            raise ValueError(f'VoVNet dcn and stage_with_dcn must agree: dcn={dcn} with '
-                             f'stage_with_dcn={stage_with_dcn} (give a dcn config and select at '
-                             f'least one stage, or neither)')
+        stage_with_dcn = check_stage_with_dcn(dcn, stage_with_dcn, 'VoVNet')
         self.plugins = parse_plugins(plugins, ('after_concat', 'after_stage', 'input'),
                                      owner='VoVNet')
 

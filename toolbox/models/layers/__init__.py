@@ -2,13 +2,14 @@
 ``mmcv.cnn``): norms by config, deformable convs, and modules inserted into backbones by config
 (stage plugins)."""
 from .deform_conv import (DCN_TYPES, DeformConv2dPack, ModulatedDeformConv2dPack, build_conv,
-                          init_deform_convs)
+                          check_stage_with_dcn, init_deform_convs)
 from .norm import (NORM_TYPES, ChannelsFirstLayerNorm, FrozenBatchNormNd, build_norm_layer,
                    resolve_norm_cfg)
 from .stage_plugins import (PLUGIN_POSITIONS, build_plugin_sequence, parse_plugins,
                             select_stage_plugins)
 
 __all__ = ['DCN_TYPES', 'DeformConv2dPack', 'ModulatedDeformConv2dPack', 'build_conv',
-           'init_deform_convs', 'NORM_TYPES', 'ChannelsFirstLayerNorm', 'FrozenBatchNormNd',
+           'check_stage_with_dcn', 'init_deform_convs', 'NORM_TYPES', 'ChannelsFirstLayerNorm',
+           'FrozenBatchNormNd',
            'build_norm_layer', 'resolve_norm_cfg', 'PLUGIN_POSITIONS', 'build_plugin_sequence',
            'parse_plugins', 'select_stage_plugins']

@@ -110,6 +110,24 @@ def build_conv(dcn: dict | None, in_channels: int, out_channels: int, kernel_siz
                                 **cfg)
 
 
+def check_stage_with_dcn(dcn: dict | None, stage_with_dcn, owner: str) -> tuple[bool, ...]:
+    """Validate a backbone's ``dcn`` / ``stage_with_dcn`` pair (4 bools; a ``dcn`` config
+    exactly when at least one stage is selected); returns ``stage_with_dcn`` as a tuple.
+
+    Raises:
+        ValueError: naming ``owner`` and both options.
+    """
+    stage_with_dcn = tuple(stage_with_dcn)
+    if len(stage_with_dcn) != 4 or not all(isinstance(s, bool) for s in stage_with_dcn):
+        raise ValueError(f'{owner} stage_with_dcn needs 4 bools (one per stage), got '
+                         f'{stage_with_dcn}')
+    if (dcn is None) == any(stage_with_dcn):
+        raise ValueError(f'{owner} dcn and stage_with_dcn must agree: dcn={dcn} with '
+                         f'stage_with_dcn={stage_with_dcn} (give a dcn config and select at '
+                         f'least one stage, or neither)')
+    return stage_with_dcn
+
+
 def init_deform_convs(modules: Iterable[nn.Module]) -> None:
     """Kaiming-normal (fan-out, ReLU gain) weight, zero bias and zero ``conv_offset`` for every
     deformable conv in ``modules`` (e.g. ``self.modules()``): the init
