@@ -3,8 +3,8 @@
 # scaled to [0, 1], resampled to 1.5 x 1.5 x 2.0 mm, 96^3 crops centred on foreground or
 # background voxels (1:1), flips on each axis (p 0.1) and 90-degree rotations in the axial plane
 # (p 0.1); AdamW 1e-4, weight decay 1e-5, Dice + CE, 25,000 iterations; gaussian sliding-window
-# inference, overlap 0.5. The reference draws 4 crops per volume at batch 1; here batch 4 of one
-# crop each (the same number of crops per step). Expects BTCV in the MSD layout (dataset.json,
+# inference, overlap 0.5. As the reference, 4 crops per volume at batch 1 (``flatten_collate``
+# makes the 4 crops 4 samples of the batch). Expects BTCV in the MSD layout (dataset.json,
 # imagesTr, labelsTr) under data/btcv, with a held-out val split as DecathlonDataset makes it.
 _base_ = ['_base_/models/unetr.py', '_base_/default_runtime.py']
 dataset_type = 'DecathlonDataset'
@@ -16,7 +16,7 @@ spacing = dict(type='Spacing', pixdim=(1.5, 1.5, 2.0))
 train_pipeline = [
     dict(type='LoadVolume', cache=True), dict(type='LoadVolumeAnnotation', cache=True),
     intensity, spacing,
-    dict(type='RandCropByPosNegLabel', size=crop_size, pos=1, neg=1),
+    dict(type='RandCropByPosNegLabel', size=crop_size, pos=1, neg=1, num_samples=4),
     dict(type='RandFlip3D', prob=0.1, axes=(0,)), dict(type='RandFlip3D', prob=0.1, axes=(1,)),
     dict(type='RandFlip3D', prob=0.1, axes=(2,)),
     dict(type='RandRotate90', prob=0.1, max_k=3, axes=(0, 1)),
@@ -25,8 +25,8 @@ train_pipeline = [
 test_pipeline = [dict(type='LoadVolume'), dict(type='LoadVolumeAnnotation'), intensity, spacing,
                  dict(type='PackInputs')]
 train_dataloader = dict(
-    batch_size=4, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True), collate_fn=dict(type='pseudo_collate'),
+    batch_size=1, num_workers=4, persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True), collate_fn=dict(type='flatten_collate'),
     dataset=dict(type=dataset_type, data_root=data_root, split='train',
                  pipeline=train_pipeline))
 val_dataloader = dict(

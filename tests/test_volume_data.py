@@ -376,6 +376,35 @@ def test_rand_crop_fallbacks_padding_and_num_samples():
         RandCropByPosNegLabel(4, pos=0, neg=0)
 
 
+def test_multi_crop_samples_become_batch_samples_and_train():
+    """``RandCropByPosNegLabel(num_samples=3)`` + ``PackInputs`` give a list per volume;
+    ``flatten_collate`` makes 2 volumes x 3 crops a batch of 6 that a 3D U-Net trains on."""
+    from toolbox.datasets import flatten_collate
+    from toolbox.datasets.transforms import PackInputs
+    from toolbox.registry import FUNCTIONS
+    np.random.seed(0)
+    img, seg = _coded_volume()
+    items = [PackInputs()(RandCropByPosNegLabel(8, num_samples=3)(_results(img / img.max(),
+                                                                           seg)))
+             for _ in range(2)]
+    assert all(isinstance(item, list) and len(item) == 3 for item in items)
+    batch = FUNCTIONS.get('flatten_collate')(items)
+    assert len(batch['inputs']) == 6 and len(batch['data_samples']) == 6
+    model = MODELS.build(dict(
+        type='EncoderDecoder', data_preprocessor=dict(type='DataPreprocessor'),
+        backbone=dict(type='UNetEncoder', in_channels=1, base_channels=4, num_stages=2,
+                      spatial_dims=3, norm_cfg=dict(type='IN')),
+        decode_head=dict(type='UNetHead', in_channels=(4, 8), channels=4, num_classes=3,
+                         norm_cfg=dict(type='IN'), dropout_ratio=0.0, spatial_dims=3,
+                         loss_decode=dict(type='DiceCELoss'))))
+    data = model.data_preprocessor(batch, training=True)
+    assert tuple(data['inputs'].shape) == (6, 1, 8, 8, 8)
+    losses = model(**data, mode='loss')
+    assert torch.isfinite(losses['loss_dice_ce'])
+    single = flatten_collate([items[0][0], items[1][0]])  # single samples pass unchanged
+    assert len(single['inputs']) == 2
+
+
 # ----------------------------------------------------------------------------- flips, rot90
 
 

@@ -1,4 +1,5 @@
 from .class_counts import check_class_counts_support, dataset_class_counts
+from .collate import flatten_collate
 from .demo import make_demo_dataset
 from .seeding import SeededDataset, SeededIndex, SeededSampler, seeded_train_dataloader
 from .detection import AnnotationError, CocoDataset, DetectionDataset, VOCDataset
@@ -11,4 +12,5 @@ __all__ = ['DetectionDataset', 'CocoDataset', 'VOCDataset', 'AnnotationError',
            'make_demo_dataset', 'BaseSegDataset', 'VOCSegDataset', 'CamVidDataset',
            'FolderSegDataset', 'dataset_class_counts', 'check_class_counts_support',
            'RepeatFactorSampler', 'ClassBalancedSampler', 'DecathlonDataset',
-           'SeededDataset', 'SeededSampler', 'SeededIndex', 'seeded_train_dataloader']
+           'SeededDataset', 'SeededSampler', 'SeededIndex', 'seeded_train_dataloader',
+           'flatten_collate']

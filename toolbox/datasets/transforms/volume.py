@@ -19,9 +19,9 @@ Conventions of a volume sample in the ``results`` dict (others rely on them):
   data-loader worker too), so pipelines are reproducible.
 
 :class:`RandCropByPosNegLabel` with ``num_samples > 1`` returns a *list* of results dicts
-(MONAI's behaviour); every transform of this module maps itself over such a list, so it may be
-followed by them, but the packing step must then flatten the list (each element is one
-training sample).
+(MONAI's behaviour); every transform of this module and ``PackInputs`` map themselves over such
+a list, and ``collate_fn=dict(type='flatten_collate')`` makes each element one sample of the
+batch.
 """
 from __future__ import annotations
 
