@@ -7,6 +7,8 @@
 # and zero-initialised skip scores at C4 and C3, then a bilinear x8 to the labels. 12.4M
 # parameters; 0.40 s/iteration measured with tools/train.py next to DeepLab v3+ R18's
 # 0.62-0.71 (2 CPU cores shared with another training run).
+# Measured (seed 0, 2 CPU cores, 4.5 min): val mIoU 27.57 / mAcc 39.33 / aAcc 70.85 (DeepLab v3+
+# at the same budget: 28.43).
 _base_ = ['deeplabv3plus_r18-d16_600it_camvid.py']
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(

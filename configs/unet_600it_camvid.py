@@ -6,6 +6,8 @@
 # Width: the paper's base 64 measured 5.5 s/iteration (tools/train.py, 2 CPU cores shared with
 # another training run), 8-9x DeepLab v3+ R18's 0.62-0.71 s/it in the same conditions, so the
 # base is 32 (1.46-1.49 s/it, about 2.2x; 7.8M parameters; base 16: 0.51 s/it).
+# Measured (seed 0, 2 CPU cores, 15 min): val mIoU 19.29 / mAcc 32.43 / aAcc 59.78 (DeepLab v3+
+# at the same budget: 28.43; Pavement and Tree still at 0).
 _base_ = ['deeplabv3plus_r18-d16_600it_camvid.py']
 base_channels = 32
 norm_cfg = dict(type='BN', requires_grad=True)
