@@ -4,6 +4,7 @@ post-processing, and the refusal of model kinds that are not exported."""
 import importlib.util
 
 import numpy as np
+import onnxruntime  # noqa: F401  (pinned in requirements/tests.txt: the parity runs, never skips)
 import pytest
 import torch
 from mmengine.structures import InstanceData
@@ -17,8 +18,6 @@ from toolbox.models.task_utils import nms_instances
 
 from .conftest import REPO_ROOT
 from .helpers import randomise_bn
-
-pytest.importorskip('onnxruntime')
 
 RETINA_HW = (96, 112)  # not multiples of 32: the graph pads, anchors in the padding are dropped
 

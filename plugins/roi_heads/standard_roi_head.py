@@ -162,7 +162,8 @@ class StandardRoIHead(BaseRoIHead):
                         batch_img_metas: list[dict], cfg: dict | None = None
                         ) -> list[InstanceData]:
         """Softmax scores, decode every class's box, clip to ``img_shape``, drop background,
-        ``score_thr``, empty boxes and the size filter, per-class NMS per image, ``max_per_img`` best."""
+        ``score_thr``, empty boxes and the size filter, per-class NMS per image,
+        ``max_per_img`` best."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         num_images, num_classes = len(batch_img_metas), self.num_classes
         probs = F.softmax(cls_scores, dim=-1)
