@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from toolbox.datasets import CocoDataset, VOCDataset
-from toolbox.datasets.converters import (ConversionError, labelme_to_coco, validate_coco,
-                                         voc_to_coco, write_coco, yolo_to_coco)
+from toolbox.datasets.coco_validation import validate_coco
+from toolbox.datasets.converters import (ConversionError, labelme_to_coco, voc_to_coco,
+                                         write_coco, yolo_to_coco)
 
 from .conftest import REPO_ROOT, shared_data
 

@@ -32,7 +32,7 @@ def _example_entry_point():
     found = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
              if ep.dist is not None and ep.dist.name == EXAMPLE_DISTRIBUTION]
     if not found:
-        pytest.skip(f'{EXAMPLE_DISTRIBUTION} is not installed: run the README test command '
+        pytest.fail(f'{EXAMPLE_DISTRIBUTION} is not installed: run the README test command '
                     f'(pip install --no-deps -e . -e examples/toolbox-plugin-example)')
     return found[0]
 
@@ -157,7 +157,7 @@ def test_uninstalled_example_is_not_found_and_the_error_lists_loaded_plugins():
     dist = _example_entry_point().dist
     reinstall = _reinstall_command(dist)
     if reinstall is None:
-        pytest.skip(f'{EXAMPLE_DISTRIBUTION} was not installed from a local directory, so it '
+        pytest.fail(f'{EXAMPLE_DISTRIBUTION} was not installed from a local directory, so it '
                     f'cannot be reinstalled offline after the uninstall')
     subprocess.run([sys.executable, '-m', 'pip', 'uninstall', '--yes', '--quiet',
                     EXAMPLE_DISTRIBUTION], check=True, capture_output=True)

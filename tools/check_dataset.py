@@ -6,7 +6,7 @@ dataset of the chosen splits, and compares the model's heads' ``num_classes`` wi
 dataset's classes. Prints every problem with its file and field; exits with 1 if there is one.
 
 ``python tools/check_dataset.py ANN.json [--img-root DIR]`` validates one COCO json instead
-(``toolbox.datasets.converters.validate_coco``): every structural problem of the file (missing
+(``toolbox.datasets.coco_validation.validate_coco``): every structural problem of the file (missing
 or mistyped fields, duplicate ids, unknown image or category ids, empty or outside boxes,
 malformed segmentations) in one report, and with ``--img-root`` every image's existence,
 readability and declared size.
@@ -73,7 +73,7 @@ def _head_classes(model_cfg):
 
 def check_coco_file(args) -> int:
     """Validate one COCO json (module docstring); prints the report, returns the exit code."""
-    from toolbox.datasets.converters import validate_coco
+    from toolbox.datasets.coco_validation import validate_coco
     problems = validate_coco(args.config, args.img_root, decode=not args.no_decode)
     for problem in problems[:args.limit]:
         print(f'  {problem}')
