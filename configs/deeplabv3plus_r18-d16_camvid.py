@@ -41,3 +41,4 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=10, log_metric_by_epoch=False),
                      checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
+auto_scale_lr = dict(enable=False, base_batch_size=4)  # the batch the LR above was set for

@@ -32,3 +32,4 @@ param_scheduler = [
          end=max_epochs),
 ]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=4, max_keep_ckpts=1))
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # the batch the LR above was set for

@@ -20,3 +20,4 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=24, eta_min=1e-5, by_epoch=True, begin=0, end=24),
 ]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=12))
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # the batch the LR above was set for

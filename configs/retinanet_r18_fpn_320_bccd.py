@@ -22,3 +22,4 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=48, eta_min=1e-5, by_epoch=True, begin=0, end=48),
 ]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=12, max_keep_ckpts=1))
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # the batch the LR above was set for

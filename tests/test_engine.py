@@ -199,13 +199,3 @@ def test_val_loss_hook_logs_the_mean_loss_over_its_dataloader(tmp_path, demo_roo
             loss, _ = model.parse_losses(model(**model.data_preprocessor(batch), mode='loss'))
             totals.append(loss.item())
     assert logged == pytest.approx(sum(totals) / 2, rel=1e-5)
-
-
-def test_amp_without_gpu_is_refused_with_a_clear_message(monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_tool', REPO_ROOT / 'tools' / 'train.py')
-    train_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_tool)
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)  # a CPU-only machine
-    with pytest.raises(SystemExit, match='--amp needs a GPU'):
-        train_tool.main([str(REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py'), '--amp'])

@@ -24,7 +24,14 @@ def parse_args(argv=None):
                              'give a checkpoint path. Loaded with weights_only=True')
     parser.add_argument('--load-from', help='initialise from a weights file '
                         '(loaded with weights_only=True)')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', nargs='?', const='amp', choices=['amp', 'bf16', 'fp16'],
+                        help='mixed precision (sets the config key precision): without a value '
+                             'fp16 on a GPU and bf16 on a CPU with bf16 units (a CPU without '
+                             'them says so and trains in fp32); see toolbox/engine/precision.py')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate linearly with the total batch size '
+                             '(processes x train_dataloader.batch_size) over the '
+                             "config's auto_scale_lr.base_batch_size, the batch its LR was set for")
     parser.add_argument('--seed', type=int, default=None, help='random seed')
     parser.add_argument('--deterministic', action='store_true',
                         help='deterministic cuDNN / torch algorithms')
@@ -53,13 +60,13 @@ def main(argv=None):
             raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
     if args.amp:
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit('--amp needs a GPU: mmengine\'s AmpOptimWrapper runs on CUDA (or '
-                             'NPU/MLU/MUSA) devices only; on this CPU-only machine train in fp32 '
-                             '(drop --amp)')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        cfg.precision = args.amp
+    if args.auto_scale_lr:
+        if not (cfg.get('auto_scale_lr') or {}).get('base_batch_size'):
+            raise SystemExit(f'error: --auto-scale-lr: {args.config} sets no '
+                             'auto_scale_lr.base_batch_size (the total batch size its learning '
+                             'rate was set for), e.g. auto_scale_lr = dict(base_batch_size=16)')
+        cfg.auto_scale_lr.enable = True
     if args.seed is not None or args.deterministic:
         randomness = dict(cfg.get('randomness', {}))
         if args.seed is not None:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from toolbox.models.task_utils import nonempty_boxes
-from toolbox.models.utils import mean_over_processes, unpack_gt_instances
+from toolbox.models.utils import mean_over_processes, to_float32, unpack_gt_instances
 from toolbox.registry import MODELS, TASK_UTILS
 from toolbox.structures.boxes import clip_boxes
 
@@ -92,7 +92,7 @@ class DETRHead(nn.Module):
     # ----------------------------------------------------------------------- training
     def loss(self, hidden: Tensor, data_samples) -> dict:
         gts, _, metas = unpack_gt_instances(data_samples)
-        return self.loss_by_feat(*self(hidden), gts, metas)
+        return self.loss_by_feat(*to_float32(self(hidden)), gts, metas)
 
     def loss_by_feat(self, all_cls: Tensor, all_boxes: Tensor, batch_gt_instances,
                      batch_img_metas) -> dict:
@@ -153,7 +153,7 @@ class DETRHead(nn.Module):
 
     # ----------------------------------------------------------------------- inference
     def predict(self, hidden: Tensor, data_samples) -> list[InstanceData]:
-        cls, boxes = self(hidden[-1])
+        cls, boxes = to_float32(self(hidden[-1]))
         return self.predict_by_feat(cls, boxes, [s.metainfo for s in data_samples])
 
     def predict_by_feat(self, cls: Tensor, boxes: Tensor, batch_img_metas) -> list[InstanceData]:

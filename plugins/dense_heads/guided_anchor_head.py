@@ -48,6 +48,7 @@ from torchvision.ops import DeformConv2d
 from toolbox.models.bases import BaseDenseHead
 from toolbox.models.task_utils import (PseudoSampler, centers_inside, nms_instances,
                                        proposals_from_levels, select_topk_candidates)
+from toolbox.models.utils import to_float32
 from toolbox.registry import MODELS, TASK_UTILS
 
 
@@ -363,7 +364,7 @@ class GuidedAnchorHead(BaseDenseHead):
         location filter; the skipped cells get ``-inf`` logits (never predicted)."""
         metas = [s.metainfo for s in data_samples]
         if self.training:
-            return self.predict_by_feat(*self(x), batch_img_metas=metas)
+            return self.predict_by_feat(*to_float32(self(x)), batch_img_metas=metas)
         cls_conv, reg_conv = self.out_convs()
         outs = ([], [], [], [])
         for feat in x:
@@ -378,7 +379,7 @@ class GuidedAnchorHead(BaseDenseHead):
             for out, value in zip(outs, (cls_map.permute(0, 3, 1, 2),
                                          reg_map.permute(0, 3, 1, 2), shape_pred, loc_pred)):
                 out.append(value)
-        return self.predict_by_feat(*outs, batch_img_metas=metas)
+        return self.predict_by_feat(*to_float32(outs), batch_img_metas=metas)
 
     def level_candidates(self, cls_scores, bbox_preds, shape_preds, loc_preds):
         """Per level ``(logits (B, N_l, C), deltas (B, N_l, 4), anchors (B, N_l, 4))``; in eval

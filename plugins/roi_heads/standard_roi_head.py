@@ -19,6 +19,7 @@ from torchvision.ops import batched_nms
 
 from toolbox.models.bases import BaseRoIHead
 from toolbox.models.task_utils import clip_to_image_shapes, nonempty_boxes, topk_per_image
+from toolbox.models.utils import to_float32
 from toolbox.registry import MODELS, TASK_UTILS
 
 
@@ -132,7 +133,7 @@ class StandardRoIHead(BaseRoIHead):
     def loss(self, feats, proposals: list[InstanceData], data_samples) -> dict[str, Tensor]:
         sampled = self.sample_proposals(proposals, data_samples)
         boxes = [torch.cat([s.pos_priors, s.neg_priors]) for s in sampled]
-        rois, cls_scores, bbox_preds = self.forward_rois(feats, boxes)
+        rois, cls_scores, bbox_preds = to_float32(self.forward_rois(feats, boxes))
         labels = torch.cat([torch.cat([s.pos_gt_labels, s.pos_gt_labels.new_full(
             (s.num_neg,), self.num_classes)]) for s in sampled])
         pos = labels < self.num_classes
@@ -155,7 +156,8 @@ class StandardRoIHead(BaseRoIHead):
     def predict(self, feats, proposals: list[InstanceData], data_samples
                 ) -> list[InstanceData]:
         metas = [s.metainfo for s in data_samples]
-        return self.predict_by_feat(*self.forward(feats, proposals), batch_img_metas=metas)
+        return self.predict_by_feat(*to_float32(self.forward(feats, proposals)),
+                                    batch_img_metas=metas)
 
     @torch.no_grad()
     def predict_by_feat(self, rois: Tensor, cls_scores: Tensor, bbox_preds: Tensor,

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from toolbox.datasets.class_counts import check_class_counts_support, dataset_class_counts
 from toolbox.datasets.seeding import SeededDataset
@@ -151,6 +151,8 @@ class ModelDataAgreementHook(Hook):
         if not classes:
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if isinstance(model, BaseTTAModel):  # tools/test.py --tta: check the wrapped model
+            model = model.module
         for name in ('bbox_head', 'roi_head', 'decode_head', 'auxiliary_head'):
             heads = getattr(model, name, None)
             heads = list(heads) if isinstance(heads, (list, tuple, torch.nn.ModuleList)) \

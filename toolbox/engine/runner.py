@@ -200,6 +200,26 @@ class CheckpointHook(MMEngineCheckpointHook):
                 _remove_quietly(leftover)
                 runner.logger.warning(f'removed {leftover}, left by an interrupted save')
 
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """``save_best='<metric>'``: mmengine's, except that the previous best checkpoint is
+        removed after the new one is written, not before."""
+        previous = [getattr(self, 'best_ckpt_path', None)] + \
+            list(getattr(self, 'best_ckpt_path_dict', {}).values())
+        self.best_ckpt_path = None  # mmengine removes the files these name before saving
+        self.best_ckpt_path_dict = {k: None for k in getattr(self, 'best_ckpt_path_dict', {})}
+        super()._save_best_checkpoint(runner, metrics)
+        best = {self.best_ckpt_path} | set(self.best_ckpt_path_dict.values())
+        for key, path in zip([None] + list(self.best_ckpt_path_dict), previous):
+            if path is None:
+                continue
+            if key is None and self.best_ckpt_path is None:
+                self.best_ckpt_path = path  # not improved: keep pointing at the old best
+            elif key is not None and self.best_ckpt_path_dict[key] is None:
+                self.best_ckpt_path_dict[key] = path
+            elif path not in best and is_main_process() and osp.isfile(path):
+                os.remove(path)
+                runner.logger.info(f'removed the previous best checkpoint {path}')
+
     def _save_checkpoint_with_step(self, runner, step, meta):
         ckpt_filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)

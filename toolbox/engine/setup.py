@@ -29,7 +29,8 @@ RUNNER_KEYS = ('model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_
                'param_scheduler', 'val_evaluator', 'test_evaluator', 'default_hooks',
                'custom_hooks', 'data_preprocessor', 'load_from', 'resume', 'launcher', 'env_cfg',
                'log_processor', 'log_level', 'visualizer', 'default_scope', 'randomness',
-               'experiment_name', 'model_wrapper_cfg', 'custom_imports', 'per_sample_seeding')
+               'experiment_name', 'model_wrapper_cfg', 'custom_imports', 'per_sample_seeding',
+               'precision', 'channels_last', 'num_threads', 'compile')
 
 
 class ConfigError(ValueError):
@@ -271,11 +272,14 @@ def build_runner(cfg: Config):
     number of workers) unless the config sets ``per_sample_seeding = False``. The visualizer
     gets the log backends of :func:`with_log_backends`. Call :func:`check_data_paths` first
     (``tools/train.py`` does) so that missing data is reported before the Runner writes its
-    log head.
+    log head. The speed keys (``precision``, ``channels_last``, ``num_threads``) are applied by
+    :func:`~toolbox.engine.precision.apply_speed_options`.
     """
     import toolbox  # noqa: F401  (registers the core components)
+    from toolbox.engine.precision import apply_speed_options
     from toolbox.engine.runner import ToolboxRunner
     load_plugins()
+    apply_speed_options(cfg)
     if cfg.get('work_dir') is None:
         name = osp.splitext(osp.basename(cfg.filename or 'config'))[0]
         cfg.work_dir = osp.join('work_dirs', name)

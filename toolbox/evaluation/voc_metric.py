@@ -12,6 +12,15 @@ Boxes are ``xyxy``, absolute pixels, 0-based, continuous coordinates (the toolbo
 Areas are ``(x2 - x1) * (y2 - y1)``, *without* the ``+ 1`` of the original VOC devkit, whose
 boxes were inclusive integer pixel indices; in continuous coordinates the ``+ 1`` would inflate
 every area by a one-pixel rim.
+
+Legacy pixel convention (``legacy_coordinates=True``): widths and heights ``x2 - x1 + 1``,
+intersections ``min(x2) - max(x1) + 1``, as the VOC devkit and MMDetection's
+``use_legacy_coordinate`` compute them on inclusive pixel indices. Use it for boxes given in
+that convention (e.g. a model trained and evaluated on the raw 1-based xml values), to compare
+with numbers published that way. Our VOC reader already maps an xml box ``[a, b]`` to the
+continuous ``[a - 1, b]`` (:class:`~toolbox.datasets.VOCDataset`), and on such boxes the
+default IoU equals the devkit's legacy IoU on the raw values: ``min(b) - max(a) + 1 =
+min(b) - max(a - 1)``; the test suite checks that equality.
 """
 from __future__ import annotations
 
@@ -27,18 +36,25 @@ from toolbox.structures import box_iou
 AP_MODES = ('area', '11points')
 
 
-def bbox_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """IoU matrix of ``xyxy`` boxes, areas ``(x2 - x1) * (y2 - y1)`` (no ``+ 1``).
+def bbox_iou(boxes1: np.ndarray, boxes2: np.ndarray, legacy_coordinates: bool = False
+             ) -> np.ndarray:
+    """IoU matrix of ``xyxy`` boxes, areas ``(x2 - x1) * (y2 - y1)`` (no ``+ 1``), or with
+    ``legacy_coordinates`` ``(x2 - x1 + 1) * (y2 - y1 + 1)`` (inclusive pixel indices).
 
     Args:
         boxes1: (N, 4) float array.
         boxes2: (M, 4) float array.
+        legacy_coordinates: the ``+ 1`` convention (module docstring).
 
     Returns:
         (N, M) float64 array; a pair whose union is empty (two degenerate boxes) has IoU 0.
     """
-    return box_iou(np.asarray(boxes1, dtype=np.float64).reshape(-1, 4),
-                   np.asarray(boxes2, dtype=np.float64).reshape(-1, 4))
+    boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
+    boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
+    if legacy_coordinates:  # inclusive [x1, x2] covers the continuous [x1, x2 + 1]
+        one = np.array([0.0, 0.0, 1.0, 1.0])
+        boxes1, boxes2 = boxes1 + one, boxes2 + one
+    return box_iou(boxes1, boxes2)
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, mode: str = 'area') -> float:
@@ -71,7 +87,7 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, mode: str = 'ar
     raise ValueError(f'mode must be one of {AP_MODES}, got {mode!r}')
 
 
-def _match_image(det: dict, ann: dict, iou_thr: float):
+def _match_image(det: dict, ann: dict, iou_thr: float, legacy_coordinates: bool = False):
     """VOC matching in one image, all classes at once.
 
     Returns:
@@ -97,7 +113,7 @@ def _match_image(det: dict, ann: dict, iou_thr: float):
     if num_dets == 0 or len(gt_labels) == 0:
         return order, np.zeros(num_dets, bool), np.zeros(num_dets, bool)
 
-    ious = bbox_iou(det_boxes, gt_boxes)
+    ious = bbox_iou(det_boxes, gt_boxes, legacy_coordinates)
     ious[det_labels[:, None] != gt_labels[None, :]] = -1.0  # only same-class boxes compete
     best_gt = ious.argmax(axis=1)
     hit = ious[np.arange(num_dets), best_gt] >= iou_thr
@@ -112,7 +128,8 @@ def _match_image(det: dict, ann: dict, iou_thr: float):
 
 
 def eval_voc_map(det_results: Sequence[dict], annotations: Sequence[dict], *, num_classes: int,
-                 iou_thr: float = 0.5, mode: str = 'area') -> tuple[float, list[dict]]:
+                 iou_thr: float = 0.5, mode: str = 'area', legacy_coordinates: bool = False
+                 ) -> tuple[float, list[dict]]:
     """Pascal VOC mean average precision.
 
     Args:
@@ -124,6 +141,7 @@ def eval_voc_map(det_results: Sequence[dict], annotations: Sequence[dict], *, nu
         num_classes: number of classes.
         iou_thr: IoU needed for a match.
         mode: ``'area'`` (VOC2010+) or ``'11points'`` (VOC2007), see :func:`average_precision`.
+        legacy_coordinates: IoU with the devkit's ``+ 1`` (module docstring).
 
     Returns:
         ``(mean_ap, per_class)``. ``per_class[c]`` is a dict with ``num_gts`` (non-ignored
@@ -141,7 +159,7 @@ def eval_voc_map(det_results: Sequence[dict], annotations: Sequence[dict], *, nu
 
     labels, scores, is_tp, is_ignored = [], [], [], []
     for det, ann in zip(det_results, annotations):
-        order, tp, ignored = _match_image(det, ann, iou_thr)
+        order, tp, ignored = _match_image(det, ann, iou_thr, legacy_coordinates)
         labels.append(np.asarray(det['labels'], dtype=np.int64).reshape(-1)[order])
         scores.append(np.asarray(det['scores'], dtype=np.float64).reshape(-1)[order])
         is_tp.append(tp)
@@ -221,6 +239,9 @@ class VOCMetric(BaseMetric):
         iou_thrs: one IoU threshold or a list; ``mAP`` is the mean over the thresholds and
             ``AP<100 * thr>`` (e.g. ``AP50``) is reported for each.
         eval_mode: ``'area'`` (VOC2010+) or ``'11points'`` (VOC2007).
+        legacy_coordinates: ``False`` (default): continuous coordinates, areas
+            ``(x2 - x1) * (y2 - y1)``; ``True``: the VOC devkit's inclusive pixel indices, areas
+            ``(x2 - x1 + 1) * (y2 - y1 + 1)``, for boxes in that convention (module docstring).
         collect_device: ``'cpu'`` or ``'gpu'``, for gathering results across ranks.
         prefix: prefix of the metric names, ``'pascal_voc'`` by default.
 
@@ -233,7 +254,8 @@ class VOCMetric(BaseMetric):
     default_prefix = 'pascal_voc'
 
     def __init__(self, iou_thrs: float | Sequence[float] = 0.5, eval_mode: str = 'area',
-                 collect_device: str = 'cpu', prefix: str | None = None):
+                 legacy_coordinates: bool = False, collect_device: str = 'cpu',
+                 prefix: str | None = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.iou_thrs = [float(iou_thrs)] if isinstance(iou_thrs, (int, float)) else \
             [float(t) for t in iou_thrs]
@@ -242,6 +264,7 @@ class VOCMetric(BaseMetric):
         if eval_mode not in AP_MODES:
             raise ValueError(f'eval_mode must be one of {AP_MODES}, got {eval_mode!r}')
         self.eval_mode = eval_mode
+        self.legacy_coordinates = legacy_coordinates
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
@@ -267,11 +290,13 @@ class VOCMetric(BaseMetric):
         metrics, maps = {}, []
         for thr in self.iou_thrs:
             mean_ap, per_class = eval_voc_map(dets, anns, num_classes=len(classes),
-                                              iou_thr=thr, mode=self.eval_mode)
+                                              iou_thr=thr, mode=self.eval_mode,
+                                              legacy_coordinates=self.legacy_coordinates)
             rows = [(name, r['num_gts'], r['num_dets'], r['recall'], r['ap'])
                     for name, r in zip(classes, per_class)]
             rows.append(('mAP', '', '', '', mean_ap))
-            print_log(f'\nVOC AP at IoU {thr} ({self.eval_mode}):\n'
+            convention = ', legacy +1 coordinates' if self.legacy_coordinates else ''
+            print_log(f'\nVOC AP at IoU {thr} ({self.eval_mode}{convention}):\n'
                       + format_table(('class', 'gts', 'dets', 'recall', 'ap'), rows),
                       logger='current')
             metrics[f'AP{int(round(thr * 100))}'] = round(mean_ap, 4)

@@ -39,10 +39,12 @@ class DataPreprocessor(ImgDataPreprocessor):
             16 for a UNETR with 16^3 patches).
         pad_value: value of padded image pixels / volume voxels (after normalisation).
         seg_pad_value: value of padded segmentation pixels (``IGNORE_INDEX``, 255).
+        channels_last: return image batches in ``torch.channels_last`` (NHWC) memory order
+            (same shape and values; see :mod:`toolbox.engine.precision`).
     """
 
     def __init__(self, mean=None, std=None, bgr_to_rgb=False, pad_size_divisor=1, pad_value=0,
-                 seg_pad_value=IGNORE_INDEX, non_blocking=False):
+                 seg_pad_value=IGNORE_INDEX, non_blocking=False, channels_last=False):
         if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
             raise ValueError(f'mean and std must both be None or have the same length, got '
                              f'mean={mean!r}, std={std!r}')
@@ -55,6 +57,7 @@ class DataPreprocessor(ImgDataPreprocessor):
             self.register_buffer('mean', torch.tensor(mean).view(-1, 1, 1), False)
             self.register_buffer('std', torch.tensor(std).view(-1, 1, 1), False)
         self.seg_pad_value = seg_pad_value
+        self.channels_last = channels_last
 
     def forward(self, data: dict, training: bool = False) -> dict:
         inputs = data['inputs']
@@ -68,6 +71,8 @@ class DataPreprocessor(ImgDataPreprocessor):
             data.setdefault('data_samples', None)
         else:
             data = super().forward(data, training)
+            if self.channels_last:
+                data['inputs'] = data['inputs'].contiguous(memory_format=torch.channels_last)
         inputs, data_samples = data['inputs'], data.get('data_samples')
         if data_samples is None:
             return data

@@ -38,3 +38,20 @@ def empty_instances(device, with_scores: bool = True) -> InstanceData:
     if with_scores:
         results.scores = torch.zeros((0,), device=device)
     return results
+
+
+def to_float32(outputs):
+    """``outputs`` (a tensor, or tuples / lists of them, nested) with every floating tensor of
+    lower precision cast to float32; other values unchanged.
+
+    Heads call it on their network outputs before losses and box decoding: under mixed
+    precision (bf16 / fp16 autocast) the convolutions run in low precision, but a bf16 box
+    coordinate near 1,000 px is only accurate to 4 px, and focal-loss terms of easy negatives
+    underflow, so targets, losses and decoding stay in float32.
+    """
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() and \
+            outputs.dtype != torch.float32 and outputs.dtype != torch.float64 else outputs
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(to_float32(o) for o in outputs)
+    return outputs

@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from mmengine.structures import PixelData
 from torch import Tensor, nn
 
+from toolbox.models.utils import to_float32
 from toolbox.registry import MODELS
 from toolbox.structures import IGNORE_INDEX, VolumeData
 
@@ -131,7 +132,7 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
 
     def loss(self, feats: Sequence[Tensor], data_samples,
              inputs: Tensor | None = None) -> dict[str, Tensor]:
-        logits = self(feats, inputs)
+        logits = to_float32(self(feats, inputs))  # losses and resizing in fp32 under autocast
         labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)  # (B, *sp)
         logits = resize(logits, labels.shape[1:], self.align_corners)
         loss = self.loss_decode(logits, labels, ignore_index=self.ignore_index)
@@ -145,7 +146,7 @@ class BaseDecodeHead(BaseModule, metaclass=abc.ABCMeta):
                 inputs: Tensor | None = None) -> list[PixelData | VolumeData]:
         """Per sample ``seg_logits`` (C, *spatial) at the sample's batch input size, in a
         ``PixelData`` (2D) or ``VolumeData`` (3D)."""
-        logits = self(feats, inputs)
+        logits = to_float32(self(feats, inputs))  # losses and resizing in fp32 under autocast
         size = data_samples[0].metainfo['batch_input_shape']
         logits = resize(logits, size, self.align_corners)
         element = VolumeData if logits.dim() == 5 else PixelData

@@ -9,7 +9,7 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from toolbox.models.utils import mean_over_processes, unpack_gt_instances
+from toolbox.models.utils import mean_over_processes, to_float32, unpack_gt_instances
 from toolbox.registry import MODELS, TASK_UTILS
 
 from .init import apply_init_cfg
@@ -120,17 +120,17 @@ class BaseDenseHead(BaseModule, metaclass=abc.ABCMeta):
 
     def loss(self, x, data_samples) -> dict[str, Tensor]:
         gts, ignores, metas = unpack_gt_instances(data_samples)
-        return self.loss_by_feat(*self(x), gts, metas, ignores)
+        return self.loss_by_feat(*to_float32(self(x)), gts, metas, ignores)
 
     @torch.no_grad()
     def predict(self, x, data_samples) -> list[InstanceData]:
         metas = [s.metainfo for s in data_samples]
-        return self.predict_by_feat(*self(x), batch_img_metas=metas)
+        return self.predict_by_feat(*to_float32(self(x)), batch_img_metas=metas)
 
     def loss_and_predict(self, x, data_samples, proposal_cfg: dict | None = None
                          ) -> tuple[dict[str, Tensor], list[InstanceData]]:
         """Losses and predictions (with ``proposal_cfg`` over ``test_cfg``) from one forward."""
-        outs = self(x)
+        outs = to_float32(self(x))
         gts, ignores, metas = unpack_gt_instances(data_samples)
         losses = self.loss_by_feat(*outs, gts, metas, ignores)
         detached = tuple([o.detach() for o in level_list] for level_list in outs)

@@ -1,0 +1,158 @@
+"""Mixed precision and memory format, chosen by the config (``precision``, ``channels_last``)
+or by ``tools/train.py --amp`` / ``tools/test.py --amp``.
+
+``precision``:
+  * ``'fp32'`` (default): nothing changes;
+  * ``'bf16'``: forward and loss under ``torch.autocast(dtype=torch.bfloat16)`` on the model's
+    device, CPU or GPU (:class:`AutocastOptimWrapper`; bf16 has fp32's exponent range, so no
+    loss scaling), and validation / test under autocast (mmengine's ``fp16`` loop flag, which
+    is bf16 on a CPU). On a CPU without bf16 matrix units (no ``avx512_bf16`` / ``amx_bf16``
+    flag) bf16 is emulated and slower than fp32: the option says so and falls back to fp32;
+  * ``'fp16'``: CUDA only, mmengine's ``AmpOptimWrapper`` with dynamic loss scaling;
+  * ``'amp'``: ``'fp16'`` on a GPU, ``'bf16'`` on a CPU.
+
+Heads cast their outputs to float32 before targets, losses and box decoding
+(:func:`toolbox.models.utils.to_float32`): only the network runs in low precision.
+
+``channels_last = True`` stores the model's 4-D weights in NHWC order
+(``torch.channels_last``) and the data preprocessor emits NHWC batches, the layout oneDNN's and
+cuDNN's fastest convolution kernels use; results agree with NCHW to float rounding.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
+
+from toolbox.registry import HOOKS, OPTIM_WRAPPERS
+
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'amp')
+
+
+def cpu_bf16_units(cpuinfo: str = '/proc/cpuinfo') -> list[str]:
+    """The CPU's bf16 matrix-unit flags (``avx512_bf16``, ``amx_bf16``) listed in ``cpuinfo``;
+    empty when it has none or the file is unreadable (non-Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(':', 1)[1].split() for line in f
+                          if line.startswith('flags')), [])
+    except OSError:
+        return []
+    return [flag for flag in ('avx512_bf16', 'amx_bf16') if flag in flags]
+
+
+@OPTIM_WRAPPERS.register_module()
+class AutocastOptimWrapper(OptimWrapper):
+    """mmengine's ``OptimWrapper`` with the forward and loss of each training step under
+    ``torch.autocast(<model device>, dtype)``; gradients and the update stay in fp32 (the
+    parameters are fp32 master weights). Meant for bf16, on CPU or GPU, which needs no loss
+    scaling; use mmengine's ``AmpOptimWrapper`` for fp16.
+
+    Args:
+        dtype: ``'bfloat16'`` (default) or ``'float16'``.
+        **kwargs: ``OptimWrapper``'s (``optimizer``, ``clip_grad``, ``accumulative_counts``).
+    """
+
+    def __init__(self, dtype: str = 'bfloat16', **kwargs):
+        super().__init__(**kwargs)
+        if dtype not in ('bfloat16', 'float16'):
+            raise ValueError(f"AutocastOptimWrapper: dtype must be 'bfloat16' or 'float16', "
+                             f'got {dtype!r}')
+        self.dtype = getattr(torch, dtype)
+
+    @contextlib.contextmanager
+    def optim_context(self, model):
+        device = next(model.parameters()).device.type
+        with super().optim_context(model), torch.autocast(device, dtype=self.dtype):
+            yield
+
+
+def resolve_precision(precision: str, cuda: bool | None = None,
+                      bf16_units: list[str] | None = None) -> str:
+    """The precision that will run: ``'fp32'``, ``'bf16'`` or ``'fp16'``.
+
+    ``'amp'`` is fp16 on a GPU and bf16 on a CPU; bf16 on a CPU without bf16 units falls back
+    to fp32 with a warning saying why; fp16 without a GPU is an error.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if precision == 'amp':
+        precision = 'fp16' if cuda else 'bf16'
+    if precision == 'fp16' and not cuda:
+        raise ValueError("precision 'fp16' needs a GPU (CPU autocast runs bf16): use 'bf16' or "
+                         "'amp' on a CPU")
+    if precision == 'bf16' and not cuda:
+        units = cpu_bf16_units() if bf16_units is None else bf16_units
+        if not units:
+            warnings.warn('bf16 mixed precision requested, but this CPU has no bf16 matrix '
+                          'units (no avx512_bf16 or amx_bf16 flag): bf16 would be emulated and '
+                          'slower than fp32; running in fp32', stacklevel=2)
+            return 'fp32'
+    return precision
+
+
+def apply_precision(cfg) -> str:
+    """Rewrite ``cfg`` for its ``precision`` key (module docstring); returns the precision that
+    will run. ``optim_wrapper`` (when present) becomes :class:`AutocastOptimWrapper` (bf16) or
+    ``AmpOptimWrapper`` (fp16); ``val_cfg`` / ``test_cfg`` get ``fp16=True`` (autocast during
+    evaluation: bf16 on a CPU, fp16 on a GPU)."""
+    precision = resolve_precision(cfg.get('precision', 'fp32'))
+    cfg.precision = precision
+    if precision == 'fp32':
+        return precision
+    if cfg.get('optim_wrapper'):
+        wrapper = cfg.optim_wrapper
+        if precision == 'bf16':
+            wrapper.type, wrapper.dtype = 'AutocastOptimWrapper', 'bfloat16'
+        else:
+            wrapper.type = 'AmpOptimWrapper'
+            wrapper.setdefault('loss_scale', 'dynamic')
+    for loop in ('val_cfg', 'test_cfg'):
+        if cfg.get(loop):
+            cfg[loop].fp16 = True
+    return precision
+
+
+@HOOKS.register_module()
+class ChannelsLastHook(Hook):
+    """Before the run, store the model's 4-D parameters and buffers in ``torch.channels_last``
+    order (added by :func:`apply_speed_options` for ``channels_last = True``)."""
+
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model.to(memory_format=torch.channels_last)
+
+
+def apply_speed_options(cfg) -> str:
+    """Apply the config's speed keys before the Runner is built: ``precision``
+    (:func:`apply_precision`), ``channels_last`` (NHWC weights through
+    :class:`ChannelsLastHook` and NHWC batches from the data preprocessor) and ``num_threads``
+    (:func:`set_num_threads`). ``compile`` is mmengine's own key (``torch.compile`` of the
+    training step). Returns the precision that will run."""
+    precision = apply_precision(cfg)
+    if cfg.get('channels_last'):
+        cfg.model.setdefault('data_preprocessor', {})['channels_last'] = True
+        hooks = list(cfg.get('custom_hooks') or [])
+        if not any(h.get('type') == 'ChannelsLastHook' for h in hooks):
+            cfg.custom_hooks = hooks + [dict(type='ChannelsLastHook')]
+    set_num_threads(cfg.get('num_threads'))
+    return precision
+
+
+def set_num_threads(num_threads: int | None) -> None:
+    """``torch.set_num_threads`` (intra-op) and ``OMP_NUM_THREADS`` for child processes; ``None``
+    keeps torch's default (one thread per physical core)."""
+    if num_threads is None:
+        return
+    if num_threads < 1:
+        raise ValueError(f'num_threads must be >= 1, got {num_threads}')
+    torch.set_num_threads(num_threads)
+    os.environ['OMP_NUM_THREADS'] = str(num_threads)
