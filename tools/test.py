@@ -5,6 +5,12 @@
 original voxel grid, with the input file's affine; ``SaveNiftiHook``).
 The checkpoint is loaded with ``weights_only=True``.
 
+``--tta`` evaluates with test-time augmentation: the config's ``tta_model`` wraps its model
+(``model = dict(**tta_model, module=model)``, e.g. ``DetTTAModel`` / ``SegTTAModel`` of
+``toolbox/models/tta.py``) and ``tta_pipeline`` (mmcv's ``TestTimeAug`` over scales and flips)
+replaces the test dataloader's pipeline. ``configs/_base_/datasets/voc_bccd.py`` and
+``camvid.py`` define both.
+
 Pictures and analysis (written next to the evaluation, in the same run):
 
 * ``--show-dir DIR`` draws every test image's prediction next to its ground truth into
@@ -23,6 +29,7 @@ Both analyses are a metric added to the test evaluator (``PredictionAnalysisMetr
 dir is ``--work-dir``, else the config's ``work_dir``, else ``work_dirs/<config name>``.
 """
 import argparse
+import copy
 import os.path as osp
 
 from mmengine.config import DictAction
@@ -57,12 +64,41 @@ def parse_args(argv=None):
                         help='detections below this score are left out of the confusion matrix')
     parser.add_argument('--analysis-iou-thr', type=float, default=0.5,
                         help='IoU of a match for the confusion matrix and the PR curves')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_model wraps the model "
+                             'and tta_pipeline replaces the test pipeline')
+    parser.add_argument('--amp', nargs='?', const='amp', choices=['amp', 'bf16', 'fp16'],
+                        help='evaluate under autocast (sets the config key precision): without '
+                             'a value fp16 on a GPU, bf16 on a CPU with bf16 units (a CPU '
+                             'without them says so and runs fp32); toolbox/engine/precision.py')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. test_dataloader.batch_size=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def use_tta(cfg, config_path: str):
+    """Switch ``cfg`` to test-time augmentation (mmengine / MMDetection convention): the model
+    becomes ``dict(**cfg.tta_model, module=cfg.model)`` and the test dataset's pipeline (the
+    innermost dataset of a wrapper) becomes ``cfg.tta_pipeline``; the validation dataloader
+    is left as it is. Raises ``ConfigError`` naming ``config_path`` when either key is
+    missing. Returns ``cfg``."""
+    from toolbox.engine.setup import ConfigError
+    missing = [key for key in ('tta_model', 'tta_pipeline') if not cfg.get(key)]
+    if missing:
+        raise ConfigError(f"{config_path}: --tta needs {' and '.join(missing)} in the config "
+                          f"(tta_model=dict(type='DetTTAModel' or 'SegTTAModel', ...), "
+                          f"tta_pipeline=[..., dict(type='TestTimeAug', transforms=[...])]); "
+                          f'see configs/_base_/datasets/voc_bccd.py or camvid.py')
+    cfg.model = dict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader = copy.deepcopy(cfg.test_dataloader)  # may be val_dataloader itself
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:
+        dataset = dataset.dataset
+    dataset.pipeline = copy.deepcopy(cfg.tta_pipeline)
+    return cfg
 
 
 def main(argv=None):
@@ -74,6 +110,10 @@ def main(argv=None):
         cfg.work_dir = args.work_dir
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.amp:
+        cfg.precision = args.amp
+    if args.tta:
+        use_tta(cfg, args.config)
     if args.format_only:
         evaluators = cfg.test_evaluator
         for evaluator in evaluators if isinstance(evaluators, list) else [evaluators]:
@@ -110,7 +150,8 @@ def main(argv=None):
 
 if __name__ == '__main__':
     from toolbox.engine import DataPathError
+    from toolbox.engine.setup import ConfigError
     try:
         main()
-    except DataPathError as exc:  # a dataset is not where the config says: the message is enough
+    except (DataPathError, ConfigError) as exc:  # the message names the file: it is enough
         raise SystemExit(f'error: {exc}') from None

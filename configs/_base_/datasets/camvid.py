@@ -36,3 +36,19 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric')  # ignore_index: IGNORE_INDEX (255)
 test_evaluator = val_evaluator
+# Test-time augmentation (tools/test.py --tta): 0.75 / 1.0 / 1.25 of the 480x360 test size x
+# flip / no flip, class probabilities averaged (toolbox/models/tta.py). The annotations are
+# loaded after the geometric views (each step of TestTimeAug is a list of alternatives, so
+# loading and remapping are steps of their own) and stay at the original size for the metric.
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(360, 270), keep_ratio=True),
+         dict(type='Resize', scale=(480, 360), keep_ratio=True),
+         dict(type='Resize', scale=(600, 450), keep_ratio=True)],
+        [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)],
+        [dict(type='LoadAnnotations', with_bbox=False, with_seg=True)],
+        [dict(type='RemapLabels')],
+        [dict(type='PackInputs')]]),
+]

@@ -49,3 +49,16 @@ custom_hooks = [dict(type='ValLossHook', dataloader=dict(
                  ann_file='ImageSets/Main/val.txt',
                  data_prefix=dict(img='JPEGImages', ann='Annotations'),
                  pipeline=val_loss_pipeline)))]
+# Test-time augmentation (tools/test.py --tta): 2 scales x flip / no flip, merged by weighted
+# box fusion (toolbox/models/tta.py). The annotations are loaded after the geometric views so
+# that the ground truth stays in the original frame, as in test_pipeline.
+tta_model = dict(type='DetTTAModel', merge='wbf', iou_thr=0.55, max_per_img=100)
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(320, 320), keep_ratio=True),
+         dict(type='Resize', scale=(384, 384), keep_ratio=True)],
+        [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)],
+        [dict(type='LoadAnnotations', with_bbox=True)],
+        [dict(type='PackInputs')]]),
+]
