@@ -14,3 +14,5 @@ __all__ = ['DetectionDataset', 'CocoDataset', 'VOCDataset', 'AnnotationError',
            'RepeatFactorSampler', 'ClassBalancedSampler', 'DecathlonDataset',
            'SeededDataset', 'SeededSampler', 'SeededIndex', 'seeded_train_dataloader',
            'flatten_collate']
+from .wrappers import MixSwitchHook, MultiImageMixDataset  # noqa: E402
+__all__ += ['MultiImageMixDataset', 'MixSwitchHook']

@@ -12,3 +12,5 @@ __all__ += ['RandomCrop', 'RemapLabels']
 __all__ += ['RandomChoiceResize', 'RandomSizeCrop']
 from .volume import LoadVolume, LoadVolumeAnnotation, NormalizeIntensity, PadToMultiple, RandCropByPosNegLabel, RandFlip3D, RandRotate90, ScaleIntensityRange, Spacing, SpatialPad, VolumeTransform  # noqa: E402,E501
 __all__ += ['LoadVolume', 'LoadVolumeAnnotation', 'ScaleIntensityRange', 'NormalizeIntensity', 'Spacing', 'PadToMultiple', 'SpatialPad', 'RandCropByPosNegLabel', 'RandFlip3D', 'RandRotate90', 'VolumeTransform']  # noqa: E501
+from .mix import MixUp, Mosaic, RandomAffine  # noqa: E402
+__all__ += ['Mosaic', 'RandomAffine', 'MixUp']
