@@ -9,14 +9,23 @@ import torch
 
 
 def machine() -> dict:
-    """Where a number was measured: CPU model, core count, accelerator, library versions."""
+    """Where a number was measured: CPU model and its SIMD / matrix-unit flags, core count,
+    accelerator, library versions."""
     try:
         with open('/proc/cpuinfo') as f:
             cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):  # not Linux, or no model name
         cpu = platform.processor() or platform.machine()
     import torchvision
-    return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next((line.split(':', 1)[1].split() for line in f
+                          if line.startswith('flags')), [])
+    except OSError:
+        flags = []
+    # the vector / matrix units that decide fp32 and bf16 speed
+    wanted = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16')
+    return dict(cpu=cpu, cpu_flags=[f for f in wanted if f in flags], cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 python=platform.python_version(), torch=torch.__version__,
                 torchvision=torchvision.__version__)

@@ -1,0 +1,302 @@
+"""Detector and segmentor speed against torchvision's same architectures, the speed options,
+the whole inference pipeline and peak memory: ``python benchmarks/bench_detectors.py``.
+
+Each record is one JSON line (:func:`common.emit`) with ``ratio = peer_s / ours_s`` (above 1:
+ours is faster); every pair is timed alternately in one run (:func:`common.alternate`), so
+load from other processes hits both alike.
+
+* ``forward``: the network alone (backbone, neck, head; no pre- or post-processing) in
+  eval mode, ours vs torchvision (RetinaNet R50-FPN, Faster R-CNN R50-FPN is two-stage and
+  compared on its ``predict`` path, DeepLab v3 R50), random weights, same input;
+* ``predict``: normalisation, forward, decoding and NMS (``test_step`` vs torchvision's eval
+  call, whose resize is a no-op at this size);
+* ``train_step``: forward, loss, backward and an SGD step on a synthetic batch with boxes;
+* ``precision``: our fp32 vs bf16 autocast vs channels-last forward (and train step);
+* ``pipeline``: images/s of the whole test path on real BCCD images (read, test pipeline,
+  collate, preprocess, forward, post-process, VOC metric update) against the forward alone
+  on the same batches, batch 1 and 8, and data-loading throughput with 0 and 2 workers;
+* ``memory``: peak resident memory (``ru_maxrss``) of a fresh process running one
+  forward, ours vs torchvision; CUDA peak allocation when on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import time
+
+import torch
+import torchvision
+from mmengine.dataset import pseudo_collate
+from mmengine.structures import InstanceData
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import alternate, emit, machine  # noqa: E402
+
+from toolbox.engine import load_config  # noqa: E402
+from toolbox.plugins import load_plugins  # noqa: E402
+from toolbox.registry import DATASETS, MODELS  # noqa: E402
+from toolbox.structures import DataSample  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = dict(  # ours (config) and torchvision's builder of the same architecture
+    retinanet=('configs/retinanet_r50_fpn_800x1333_1x_coco.py', 'retinanet_resnet50_fpn'),
+    faster_rcnn=('configs/faster_rcnn_r50_fpn_1x_coco.py', 'fasterrcnn_resnet50_fpn'),
+    deeplabv3=('configs/deeplabv3_r50-d8_512x512_voc12aug.py', 'deeplabv3_resnet50'))
+
+
+def build_ours(name: str):
+    cfg = load_config(os.path.join(REPO, CONFIGS[name][0]))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.pop('init_cfg', None)  # random weights: nothing to download
+    torch.manual_seed(0)
+    return MODELS.build(model_cfg).eval()
+
+
+def build_peer(name: str):
+    torch.manual_seed(0)
+    builder = getattr(torchvision.models.detection if name != 'deeplabv3'
+                      else torchvision.models.segmentation, CONFIGS[name][1])
+    kwargs = dict(weights=None, weights_backbone=None)
+    if name == 'deeplabv3':
+        return builder(num_classes=21, aux_loss=False, **kwargs).eval()
+    return builder(num_classes=81, min_size=800, max_size=1333, **kwargs).eval()
+
+
+def synthetic_samples(batch: int, height: int, width: int, num_boxes: int = 8):
+    """Packed samples with ``num_boxes`` random boxes each, ours and torchvision's targets."""
+    gen = torch.Generator().manual_seed(0)
+    samples, targets = [], []
+    for _ in range(batch):
+        xy = torch.rand(num_boxes, 2, generator=gen) * torch.tensor([width * 0.7, height * 0.7])
+        wh = 20 + torch.rand(num_boxes, 2, generator=gen) * 150
+        boxes = torch.cat([xy, xy + wh], 1)
+        labels = torch.randint(0, 80, (num_boxes,), generator=gen)
+        sample = DataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
+                                             scale_factor=(1.0, 1.0), pad_shape=(height, width),
+                                             batch_input_shape=(height, width)))
+        sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
+        samples.append(sample)
+        targets.append(dict(boxes=boxes, labels=labels + 1))
+    return samples, targets
+
+
+def bench_forward_and_predict(name, out, info, repeats, batch=1, size=(800, 1216)):
+    ours, peer = build_ours(name), build_peer(name)
+    h, w = size
+    images = torch.rand(batch, 3, h, w) * 255
+    if name == 'deeplabv3':
+        net_ours = lambda: ours(images, mode='tensor')  # noqa: E731
+        net_peer = lambda: peer(images)  # noqa: E731
+        kind = 'forward'
+    elif name == 'retinanet':
+        net_ours = lambda: ours(images, mode='tensor')  # noqa: E731
+        net_peer = lambda: peer.head(list(peer.backbone(images).values()))  # noqa: E731
+        kind = 'forward'
+    else:
+        net_ours = net_peer = None
+        kind = None
+    with torch.no_grad():
+        if kind:
+            ours_s, peer_s = alternate(net_ours, net_peer, repeats, 1)
+            emit(dict(benchmark=f'{name}_r50_{kind}', shape=[batch, 3, h, w], precision='fp32',
+                      ours_s=round(ours_s, 4), peer_s=round(peer_s, 4),
+                      peer=f'torchvision {CONFIGS[name][1]}', ratio=round(peer_s / ours_s, 3),
+                      machine=info), out)
+        if name != 'deeplabv3':
+            samples, _ = synthetic_samples(batch, h, w)
+            data = dict(inputs=[img.to(torch.uint8) for img in images], data_samples=samples)
+            tv_images = [img / 255 for img in images]
+            ours_s, peer_s = alternate(lambda: ours.test_step(data), lambda: peer(tv_images),
+                                       repeats, 1)
+            emit(dict(benchmark=f'{name}_r50_predict', shape=[batch, 3, h, w], precision='fp32',
+                      ours_s=round(ours_s, 4), peer_s=round(peer_s, 4),
+                      peer=f'torchvision {CONFIGS[name][1]} eval call',
+                      ratio=round(peer_s / ours_s, 3), machine=info), out)
+
+
+def bench_train_step(name, out, info, repeats, batch=2, size=(512, 512)):
+    ours, peer = build_ours(name).train(), build_peer(name).train()
+    h, w = size
+    images = torch.rand(batch, 3, h, w) * 255
+    samples, targets = synthetic_samples(batch, h, w)
+    data = dict(inputs=[img.to(torch.uint8) for img in images], data_samples=samples)
+    tv_images = [img / 255 for img in images]
+    from mmengine.optim import OptimWrapper
+    wrapper = OptimWrapper(torch.optim.SGD(ours.parameters(), lr=1e-4, momentum=0.9))
+    peer_opt = torch.optim.SGD(peer.parameters(), lr=1e-4, momentum=0.9)
+    peer.transform.min_size, peer.transform.max_size = (min(h, w),), max(h, w)
+
+    def peer_step():
+        losses = peer(tv_images, targets)
+        peer_opt.zero_grad()
+        sum(losses.values()).backward()
+        peer_opt.step()
+
+    ours_s, peer_s = alternate(lambda: ours.train_step(copy.copy(data), wrapper), peer_step,
+                               repeats, 1)
+    emit(dict(benchmark=f'{name}_r50_train_step', shape=[batch, 3, h, w], precision='fp32',
+              ours_s=round(ours_s, 4), peer_s=round(peer_s, 4),
+              peer=f'torchvision {CONFIGS[name][1]} train call + SGD step',
+              ratio=round(peer_s / ours_s, 3), machine=info), out)
+
+
+def bench_precision(out, info, repeats, size=(800, 1216)):
+    """Our RetinaNet R50-FPN forward in fp32 vs bf16 autocast vs channels-last (+ bf16), and
+    the training step fp32 vs bf16 at 512x512, batch 2."""
+    model = build_ours('retinanet')
+    images = torch.rand(1, 3, *size) * 255
+    fp32 = lambda: model(images, mode='tensor')  # noqa: E731
+
+    def bf16():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            model(images, mode='tensor')
+
+    with torch.no_grad():
+        fp32_s, bf16_s = alternate(fp32, bf16, repeats, 1)
+        emit(dict(benchmark='retinanet_r50_forward_bf16_vs_fp32', shape=[1, 3, *size],
+                  ours='bf16 autocast', peer='fp32', ours_s=round(bf16_s, 4),
+                  peer_s=round(fp32_s, 4), ratio=round(fp32_s / bf16_s, 3), machine=info), out)
+        nchw_s = fp32_s
+        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        images_cl = images.contiguous(memory_format=torch.channels_last)
+        nchw_s, cl_s = alternate(fp32, lambda: model_cl(images_cl, mode='tensor'), repeats, 1)
+        emit(dict(benchmark='retinanet_r50_forward_channels_last_vs_nchw', shape=[1, 3, *size],
+                  ours='channels_last fp32', peer='NCHW fp32', ours_s=round(cl_s, 4),
+                  peer_s=round(nchw_s, 4), ratio=round(nchw_s / cl_s, 3), machine=info), out)
+
+    model.train()
+    samples, _ = synthetic_samples(2, 512, 512)
+    data = dict(inputs=[img.to(torch.uint8) for img in torch.rand(2, 3, 512, 512) * 255],
+                data_samples=samples)
+    from mmengine.optim import OptimWrapper
+
+    from toolbox.engine.precision import AutocastOptimWrapper
+    plain = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+    mixed = AutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    fp32_s, bf16_s = alternate(lambda: model.train_step(copy.copy(data), plain),
+                               lambda: model.train_step(copy.copy(data), mixed), repeats, 1)
+    emit(dict(benchmark='retinanet_r50_train_step_bf16_vs_fp32', shape=[2, 3, 512, 512],
+              ours='bf16 autocast', peer='fp32', ours_s=round(bf16_s, 4), peer_s=round(fp32_s, 4),
+              ratio=round(fp32_s / bf16_s, 3), machine=info), out)
+
+
+def bench_pipeline(out, info, repeats, config='configs/retinanet_r18_fpn_320_bccd.py'):
+    """Whole test path on real BCCD val images vs the forward alone on the same batches."""
+    cfg = load_config(os.path.join(REPO, config))
+    if not os.path.isdir(cfg.val_dataloader.dataset.data_root):
+        print(f'skipping the pipeline benchmark: {cfg.val_dataloader.dataset.data_root} missing',
+              file=sys.stderr)
+        return
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    evaluator_cfg = dict(cfg.val_evaluator)
+    from toolbox.registry import METRICS
+    for batch in (1, 8):
+        count = batch * 4
+        metric = METRICS.build(evaluator_cfg)
+        metric.dataset_meta = dataset.metainfo
+        prepared = [pseudo_collate([dataset[i] for i in range(s, s + batch)])
+                    for s in range(0, count, batch)]
+        inputs = [model.data_preprocessor(copy.deepcopy(b), False)['inputs'] for b in prepared]
+
+        def whole():
+            for start in range(0, count, batch):
+                data = pseudo_collate([dataset[i] for i in range(start, start + batch)])
+                outputs = model.test_step(data)
+                metric.process(data, [o.to_dict() for o in outputs])
+
+        def forward_only():
+            for x in inputs:
+                model(x, mode='tensor')
+
+        with torch.no_grad():
+            whole_s, forward_s = alternate(whole, forward_only, repeats, 1)
+        emit(dict(benchmark='retinanet_r18_320_bccd_pipeline_vs_forward', batch=batch,
+                  images=count, ours='whole test path (read..metric update)',
+                  peer='forward only', ours_images_per_s=round(count / whole_s, 2),
+                  peer_images_per_s=round(count / forward_s, 2),
+                  ratio=round(forward_s / whole_s, 3), machine=info), out)
+
+    from torch.utils.data import DataLoader
+    train_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    train_set = DATASETS.build(train_cfg)
+    for workers in (0, 2):
+        loader = DataLoader(train_set, batch_size=8, num_workers=workers,
+                            collate_fn=pseudo_collate, shuffle=False)
+        start, n = time.perf_counter(), 0
+        for i, batch_data in enumerate(loader):
+            n += len(batch_data['inputs'])
+            if i == 9:
+                break
+        seconds = time.perf_counter() - start
+        emit(dict(benchmark='bccd_train_pipeline_throughput', workers=workers, batch=8,
+                  images=n, images_per_s=round(n / seconds, 1),
+                  transforms=[t['type'] for t in train_cfg.pipeline], machine=info), out)
+
+
+MEMORY_CHILD = '''
+import resource, sys, torch
+sys.path.insert(0, {bench_dir!r})
+from bench_detectors import build_ours, build_peer
+from toolbox.plugins import load_plugins
+load_plugins()
+name, who = sys.argv[1], sys.argv[2]
+model = build_ours(name) if who == 'ours' else build_peer(name)
+x = torch.rand(1, 3, *(800, 1216) if name == 'retinanet' else (512, 512)) * 255
+with torch.no_grad():
+    if who == 'ours':
+        model(x, mode='tensor')
+    elif name == 'retinanet':
+        model.head(list(model.backbone(x).values()))
+    else:
+        model(x)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+'''
+
+
+def bench_memory(out, info):
+    code = MEMORY_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)))
+    for name in ('retinanet', 'deeplabv3'):
+        peak = {}
+        for who in ('ours', 'peer'):
+            result = subprocess.run([sys.executable, '-c', code, name, who], capture_output=True,
+                                    text=True, check=True, cwd=REPO)
+            peak[who] = int(result.stdout.split()[-1]) / 1024  # KiB -> MiB
+        shape = [1, 3, 800, 1216] if name == 'retinanet' else [1, 3, 512, 512]
+        emit(dict(benchmark=f'{name}_r50_forward_peak_rss', shape=shape,
+                  ours_mib=round(peak['ours']), peer_mib=round(peak['peer']),
+                  peer=f'torchvision {CONFIGS[name][1]}',
+                  ratio=round(peak['peer'] / peak['ours'], 3), machine=info), out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', help='append the JSON lines to this file')
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--only', nargs='+', default=['forward', 'train', 'precision',
+                                                      'pipeline', 'memory'],
+                        choices=['forward', 'train', 'precision', 'pipeline', 'memory'])
+    args = parser.parse_args()
+    load_plugins()
+    info = machine()
+    if 'forward' in args.only:
+        for name in ('retinanet', 'faster_rcnn'):
+            bench_forward_and_predict(name, args.out, info, args.repeats)
+        bench_forward_and_predict('deeplabv3', args.out, info, args.repeats, size=(512, 512))
+    if 'train' in args.only:
+        for name in ('retinanet', 'faster_rcnn'):
+            bench_train_step(name, args.out, info, args.repeats)
+    if 'precision' in args.only:
+        bench_precision(args.out, info, args.repeats)
+    if 'pipeline' in args.only:
+        bench_pipeline(args.out, info, args.repeats)
+    if 'memory' in args.only:
+        bench_memory(args.out, info)
+
+
+if __name__ == '__main__':
+    main()
