@@ -25,7 +25,8 @@ def machine() -> dict:
         flags = []
     # the vector / matrix units that decide fp32 and bf16 speed
     wanted = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16')
-    return dict(cpu=cpu, cpu_flags=[f for f in wanted if f in flags], cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+    return dict(cpu=cpu, cpu_flags=[f for f in wanted if f in flags], cores=os.cpu_count(),
+                torch_threads=torch.get_num_threads(),
                 gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 python=platform.python_version(), torch=torch.__version__,
                 torchvision=torchvision.__version__)
