@@ -32,12 +32,6 @@ train_dataloader = dict(dataset=dict(
     pipeline=mix_pipeline))
 # the base's validation-loss hook, plus the switch to plain images for the last epochs
 custom_hooks = [
-    dict(type='ValLossHook', dataloader=dict(
-        batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
-        collate_fn=dict(type='pseudo_collate'),
-        dataset=dict(type={{_base_.dataset_type}}, data_root={{_base_.data_root}},
-                     metainfo={{_base_.metainfo}}, ann_file='ImageSets/Main/val.txt',
-                     data_prefix=dict(img='JPEGImages', ann='Annotations'),
-                     pipeline={{_base_.val_loss_pipeline}}))),
+    {{_base_.val_loss_hook}},
     dict(type='MixSwitchHook', num_last_epochs=2),
 ]

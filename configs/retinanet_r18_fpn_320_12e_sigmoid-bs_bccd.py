@@ -11,12 +11,6 @@ model = dict(bbox_head=dict(loss_cls=dict(
     focal_gamma=2.0, focal_alpha=0.25, loss_weight=1.0)))
 # the base's validation-loss hook, plus the hook that hands the dataset's class counts to the loss
 custom_hooks = [
-    dict(type='ValLossHook', dataloader=dict(
-        batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
-        collate_fn=dict(type='pseudo_collate'),
-        dataset=dict(type={{_base_.dataset_type}}, data_root={{_base_.data_root}},
-                     metainfo={{_base_.metainfo}}, ann_file='ImageSets/Main/val.txt',
-                     data_prefix=dict(img='JPEGImages', ann='Annotations'),
-                     pipeline={{_base_.val_loss_pipeline}}))),
+    {{_base_.val_loss_hook}},
     dict(type='ClassCountsHook'),
 ]

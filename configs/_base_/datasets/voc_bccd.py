@@ -42,13 +42,15 @@ val_loss_pipeline = [
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='PackInputs'),
 ]
-custom_hooks = [dict(type='ValLossHook', dataloader=dict(
+# a child config that sets custom_hooks keeps it with {{_base_.val_loss_hook}}
+val_loss_hook = dict(type='ValLossHook', dataloader=dict(
     batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='pseudo_collate'),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  ann_file='ImageSets/Main/val.txt',
                  data_prefix=dict(img='JPEGImages', ann='Annotations'),
-                 pipeline=val_loss_pipeline)))]
+                 pipeline=val_loss_pipeline)))
+custom_hooks = [val_loss_hook]
 # Test-time augmentation (tools/test.py --tta): 2 scales x flip / no flip, merged by weighted
 # box fusion (toolbox/models/tta.py). The annotations are loaded after the geometric views so
 # that the ground truth stays in the original frame, as in test_pipeline.
