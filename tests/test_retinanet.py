@@ -93,3 +93,36 @@ def test_predictions_are_rescaled_and_unflipped_to_the_original_image():
     flipped = model(inputs, [_sample([], [], img_shape=(64, 64), flip=True)], mode='predict')[0]
     unflipped = flipped.pred_instances.bboxes
     torch.testing.assert_close(unflipped[:, [2, 0]], 64 - boxes[:, [0, 2]])
+
+
+def test_batched_post_processing_equals_the_per_image_reference():
+    """``detections_from_levels`` (one topk per level over the batch, one NMS) = thresholding,
+    topk, decoding and NMS image by image, on random outputs of 3 images of different sizes."""
+    from toolbox.models.task_utils import centers_inside, nms_instances, select_topk_candidates
+    torch.manual_seed(0)
+    head = _tiny_detector().bbox_head.eval()
+    head.test_cfg.update(score_thr=0.3, nms_pre=50, iou_threshold=0.5, max_per_img=40)
+    sizes = [(8, 8), (4, 4)]  # two levels of a 64x64 batch (strides 8, 16)
+    cls_scores = [torch.randn(3, head.prior_generator.num_base_anchors[0] * 3, *s) for s in sizes]
+    bbox_preds = [torch.randn(3, head.prior_generator.num_base_anchors[0] * 4, *s) * 0.5 for s in sizes]
+    metas = [dict(img_shape=(64, 64)), dict(img_shape=(40, 60)), dict(img_shape=(30, 20))]
+    batched = head.predict_by_feat(cls_scores, bbox_preds, metas)
+    anchors = head.prior_generator.grid_anchors(sizes, device='cpu')
+    cfg = head.test_cfg
+    for b, meta in enumerate(metas):
+        boxes, scores, labels = [], [], []
+        for lvl_anchors, cls_map, reg_map in zip(anchors, cls_scores, bbox_preds):
+            lvl_scores = cls_map[b].permute(1, 2, 0).reshape(-1, 3).sigmoid()
+            lvl_scores = lvl_scores * centers_inside(lvl_anchors, meta['img_shape'])[:, None]
+            s, idx, lab = select_topk_candidates(lvl_scores, cfg['score_thr'], cfg['nms_pre'])
+            deltas = reg_map[b].permute(1, 2, 0).reshape(-1, 4)[idx]
+            boxes.append(head.bbox_coder.decode(lvl_anchors[idx], deltas,
+                                                max_shape=meta['img_shape']))
+            scores.append(s)
+            labels.append(lab)
+        reference = nms_instances(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
+                                  cfg['iou_threshold'], cfg['max_per_img'])
+        assert len(reference) > 5
+        torch.testing.assert_close(batched[b].bboxes, reference.bboxes)
+        torch.testing.assert_close(batched[b].scores, reference.scores)
+        assert torch.equal(batched[b].labels, reference.labels)

@@ -15,7 +15,7 @@ from torch import nn
 
 from toolbox.models.bases import BaseDenseHead
 from toolbox.models.layers import build_norm_layer, resolve_norm_cfg
-from toolbox.models.task_utils import centers_inside, nms_instances, select_topk_candidates
+from toolbox.models.task_utils import detections_from_levels
 from toolbox.registry import MODELS
 
 
@@ -117,27 +117,18 @@ class RetinaHead(BaseDenseHead):
     def predict_by_feat(self, cls_scores, bbox_preds, batch_img_metas,
                         cfg: dict | None = None) -> list[InstanceData]:
         """Per image: sigmoid scores of the anchors centred inside the image (not in its
-        padding), ``nms_pre`` best per level above ``score_thr``, decode, class-aware NMS.
+        padding), ``nms_pre`` best per level above ``score_thr``, decode, class-aware NMS
+        (batched over the images: :func:`~toolbox.models.task_utils.detections_from_levels`).
         Boxes are in the input (resized) frame, clipped to ``img_shape``."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         per_level_anchors = self.prior_generator.grid_anchors(
             [tuple(m.shape[-2:]) for m in cls_scores], device=cls_scores[0].device)
-        results = []
-        for b, meta in enumerate(batch_img_metas):
-            boxes, scores, labels = [], [], []
-            for anchors, cls_map, reg_map in zip(per_level_anchors, cls_scores, bbox_preds):
-                level_scores = cls_map[b].permute(1, 2, 0).reshape(-1, self.num_classes).sigmoid()
-                level_scores = level_scores * centers_inside(anchors, meta['img_shape'])[:, None]
-                level_deltas = reg_map[b].permute(1, 2, 0).reshape(-1, 4)
-                s, idx, lab = select_topk_candidates(level_scores, cfg['score_thr'],
-                                                     cfg['nms_pre'])
-                boxes.append(self.bbox_coder.decode(anchors[idx], level_deltas[idx],
-                                                    max_shape=meta['img_shape']))
-                scores.append(s)
-                labels.append(lab)
-            results.append(nms_instances(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
-                                         cfg['iou_threshold'], cfg['max_per_img']))
-        return results
+        num_images = cls_scores[0].shape[0]
+        scores = [m.permute(0, 2, 3, 1).reshape(num_images, -1, self.num_classes).sigmoid()
+                  for m in cls_scores]
+        deltas = [m.permute(0, 2, 3, 1).reshape(num_images, -1, 4) for m in bbox_preds]
+        return detections_from_levels(scores, deltas, per_level_anchors, self.bbox_coder,
+                                      batch_img_metas, cfg)
 
 
 @MODELS.register_module()

@@ -3,8 +3,9 @@ from .assigners import (ApproxMaxIoUAssigner, AssignResult, BaseAssigner, Hungar
                         MaxIoUAssigner)
 from .coders import DeltaXYWHBoxCoder
 from .match_costs import BaseMatchCost, BBoxL1Cost, ClassificationCost, FocalLossCost, IoUCost
-from .postprocess import (centers_inside, clip_to_image_shapes, nms_instances, nonempty_boxes,
-                          proposals_from_levels, select_topk_candidates, topk_per_image)
+from .postprocess import (centers_inside, clip_to_image_shapes, detections_from_levels,
+                          nms_instances, nonempty_boxes, proposals_from_levels,
+                          select_topk_candidates, topk_per_image)
 from .samplers import BaseSampler, PseudoSampler, RandomSampler, SamplingResult
 
 __all__ = ['AnchorGenerator', 'DeltaXYWHBoxCoder', 'MaxIoUAssigner', 'AssignResult',
@@ -12,4 +13,5 @@ __all__ = ['AnchorGenerator', 'DeltaXYWHBoxCoder', 'MaxIoUAssigner', 'AssignResu
            'BaseAssigner', 'ApproxMaxIoUAssigner',
            'HungarianAssigner', 'BaseMatchCost', 'ClassificationCost', 'FocalLossCost',
            'BBoxL1Cost', 'IoUCost', 'BaseSampler', 'PseudoSampler', 'RandomSampler',
-           'SamplingResult', 'clip_to_image_shapes', 'proposals_from_levels', 'topk_per_image']
+           'SamplingResult', 'clip_to_image_shapes', 'proposals_from_levels', 'topk_per_image',
+           'detections_from_levels']
