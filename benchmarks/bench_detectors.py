@@ -15,8 +15,9 @@ load from other processes hits both alike.
 * ``pipeline``: images/s of the whole test path on real BCCD images (read, test pipeline,
   collate, preprocess, forward, post-process, VOC metric update) against the forward alone
   on the same batches, batch 1 and 8, and data-loading throughput with 0 and 2 workers;
-* ``memory``: peak resident memory (``ru_maxrss``) of a fresh process running one
-  forward, ours vs torchvision; CUDA peak allocation when on a GPU.
+* ``memory``: peak resident memory of a fresh process building the model and running one
+  forward, above its resident memory after the imports (``VmHWM`` reset through
+  ``/proc/self/clear_refs``, Linux), ours vs torchvision.
 """
 from __future__ import annotations
 
@@ -239,11 +240,17 @@ def bench_pipeline(out, info, repeats, config='configs/retinanet_r18_fpn_320_bcc
 
 
 MEMORY_CHILD = '''
-import resource, sys, torch
+import re, sys, torch
 sys.path.insert(0, {bench_dir!r})
 from bench_detectors import build_ours, build_peer
 from toolbox.plugins import load_plugins
 load_plugins()
+def status(key):
+    with open('/proc/self/status') as f:
+        return int(re.search(key + r':\\s+(\\d+)', f.read()).group(1))
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # reset the peak RSS (VmHWM): imports are not the model's
+base = status('VmRSS')
 name, who = sys.argv[1], sys.argv[2]
 model = build_ours(name) if who == 'ours' else build_peer(name)
 x = torch.rand(1, 3, *(800, 1216) if name == 'retinanet' else (512, 512)) * 255
@@ -254,7 +261,7 @@ with torch.no_grad():
         model.head(list(model.backbone(x).values()))
     else:
         model(x)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(status('VmHWM') - base)
 '''
 
 
@@ -265,7 +272,7 @@ def bench_memory(out, info):
         for who in ('ours', 'peer'):
             result = subprocess.run([sys.executable, '-c', code, name, who], capture_output=True,
                                     text=True, check=True, cwd=REPO)
-            peak[who] = int(result.stdout.split()[-1]) / 1024  # KiB -> MiB
+            peak[who] = int(result.stdout.split()[-1]) / 1024  # KiB -> MiB, above the imports
         shape = [1, 3, 800, 1216] if name == 'retinanet' else [1, 3, 512, 512]
         emit(dict(benchmark=f'{name}_r50_forward_peak_rss', shape=shape,
                   ours_mib=round(peak['ours']), peer_mib=round(peak['peer']),
