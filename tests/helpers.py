@@ -21,3 +21,16 @@ def randomise_bn(model: nn.Module, seed: int = 0, conv_bias: bool = False) -> nn
             elif conv_bias and isinstance(m, nn.Conv2d) and m.bias is not None:
                 m.bias.copy_(torch.randn(m.out_channels, generator=gen))
     return model
+
+
+def load_tool(relative_path: str):
+    """A script under tools/ (e.g. ``'train.py'``, ``'analysis/get_flops.py'``) imported by path
+    as a module, so that a test can call its ``main(argv)`` / ``parse_args(argv)``."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'tools' / relative_path
+    name = 'tool_' + relative_path.replace('/', '_').removesuffix('.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

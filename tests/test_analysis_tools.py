@@ -1,6 +1,5 @@
 """tools/analysis: FLOP and parameter counts (torch's FlopCounterMode, 2 FLOPs per multiply-add),
 timing statistics, the fp32 GEMM peak, and both tools end to end on the demo config."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,20 +15,12 @@ from toolbox.analysis import (OUTSIDE_CHILDREN, ShapeError, build_model, count_c
 from toolbox.engine import load_config
 
 from .conftest import REPO_ROOT
+from .helpers import load_tool
 
 DEMO = 'configs/retinanet_r18_fpn_160_demo.py'
 TOOLS = ('get_flops.py', 'benchmark_speed.py')
 # tiny GEMM peak and timing settings: the numbers are not the point here, the plumbing is
 QUICK_GEMM = ['--gemm-sizes', '128', '--gemm-repeats', '1']
-
-
-def _tool(name: str):
-    """The tool's module (tools/analysis/NAME), imported by path, for calling ``main(argv)``."""
-    path = REPO_ROOT / 'tools' / 'analysis' / name
-    spec = importlib.util.spec_from_file_location(f'analysis_tool_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -157,7 +148,7 @@ def test_analysis_tools_answer_help(tool):
 
 def test_get_flops_without_a_shape_it_cannot_infer_names_the_config(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _tool('get_flops.py').main([DEMO])
+        load_tool('analysis/get_flops.py').main([DEMO])
     message = str(exit_info.value.code)
     assert 'retinanet_r18_fpn_160_demo.py' in message and '--shape H W' in message
 

@@ -103,8 +103,9 @@ def test_batched_post_processing_equals_the_per_image_reference():
     head = _tiny_detector().bbox_head.eval()
     head.test_cfg.update(score_thr=0.3, nms_pre=50, iou_threshold=0.5, max_per_img=40)
     sizes = [(8, 8), (4, 4)]  # two levels of a 64x64 batch (strides 8, 16)
-    cls_scores = [torch.randn(3, head.prior_generator.num_base_anchors[0] * 3, *s) for s in sizes]
-    bbox_preds = [torch.randn(3, head.prior_generator.num_base_anchors[0] * 4, *s) * 0.5 for s in sizes]
+    anchors_per_cell = head.prior_generator.num_base_anchors[0]
+    cls_scores = [torch.randn(3, anchors_per_cell * 3, *s) for s in sizes]
+    bbox_preds = [torch.randn(3, anchors_per_cell * 4, *s) * 0.5 for s in sizes]
     metas = [dict(img_shape=(64, 64)), dict(img_shape=(40, 60)), dict(img_shape=(30, 20))]
     batched = head.predict_by_feat(cls_scores, bbox_preds, metas)
     anchors = head.prior_generator.grid_anchors(sizes, device='cpu')

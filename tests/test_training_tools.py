@@ -14,6 +14,7 @@ from toolbox.evaluation.voc_metric import bbox_iou, eval_voc_map
 from toolbox.registry import MODELS
 
 from .conftest import REPO_ROOT
+from .helpers import load_tool
 from .test_engine import _demo_cfg
 
 DEMO = str(REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py')
@@ -168,23 +169,15 @@ def test_auto_scale_lr_scales_with_the_total_batch_size(demo_root, tmp_path):
     assert runner.optim_wrapper.param_groups[0]['lr'] == pytest.approx(2e-3 * 4 / 8)
 
 
-def _train_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_tool', REPO_ROOT / 'tools' / 'train.py')
-    train_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_tool)
-    return train_tool
-
-
 def test_train_tool_amp_flag_sets_the_precision():
-    tool = _train_tool()
+    tool = load_tool('train.py')
     assert tool.parse_args([DEMO, '--amp']).amp == 'amp'
     assert tool.parse_args([DEMO, '--amp', 'bf16']).amp == 'bf16'
     assert tool.parse_args([DEMO]).amp is None
 
 
 def test_train_tool_auto_scale_lr_needs_a_base_batch_size(tmp_path):
-    train_tool = _train_tool()
+    train_tool = load_tool('train.py')
     config = tmp_path / 'no_base.py'
     config.write_text(f"_base_ = ['{DEMO}']\nauto_scale_lr = None\n")
     with pytest.raises(SystemExit, match='no_base.py sets no auto_scale_lr.base_batch_size'):

@@ -3,7 +3,6 @@ hand-computed boxes, DetTTAModel / SegTTAModel against plain predictions of the 
 (one view: identical; flip views: the hand-merged plain predictions of the original and the
 flipped image), and the config rewriting of ``--tta`` end to end on the demo data."""
 import copy
-import importlib.util
 
 import cv2
 import numpy as np
@@ -23,6 +22,7 @@ from toolbox.structures import DataSample
 from toolbox_plugins.decode_heads.deeplab_head import FCNHead
 
 from .conftest import REPO_ROOT
+from .helpers import load_tool
 
 DEMO_CONFIG = REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py'
 FLIP_VIEWS = [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)]
@@ -30,13 +30,6 @@ FLIP_VIEWS = [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.
 
 def _boxes(rows):
     return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
-
-
-def _test_tool():
-    spec = importlib.util.spec_from_file_location('test_tool', REPO_ROOT / 'tools' / 'test.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------------- box merges
@@ -325,7 +318,7 @@ def test_seg_tta_refuses_views_of_different_sizes():
 
 # ------------------------------------------------------------------------ tools/test.py --tta
 def test_use_tta_wraps_the_model_and_replaces_the_innermost_test_pipeline():
-    tool = _test_tool()
+    tool = load_tool('test.py')
     loader = dict(dataset=dict(type='RepeatDataset', times=2,
                                dataset=dict(type='VOCDataset', pipeline=['plain'])))
     cfg = Config(dict(model=dict(type='SingleStageDetector', backbone='b'),
@@ -355,7 +348,7 @@ def test_test_tool_tta_end_to_end_on_the_demo(tmp_path, demo_root, monkeypatch):
     """``tools/test.py CONFIG CKPT --tta`` on 8 demo images (160x160, two scales x flips):
     the runner tests a DetTTAModel and the COCO metric gets its predictions; a config without
     ``tta_model`` is refused with the config's name."""
-    tool = _test_tool()
+    tool = load_tool('test.py')
     cfg = load_config(str(DEMO_CONFIG))
     torch.manual_seed(0)
     checkpoint = tmp_path / 'random.pth'

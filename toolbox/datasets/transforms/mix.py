@@ -36,6 +36,18 @@ def _no_seg_map(results: dict, name: str) -> None:
                          f'gt_seg_map ({results.get("img_path")})')
 
 
+def _other_samples(results: dict, name: str, count: int) -> list:
+    """The ``count`` samples ``MultiImageMixDataset`` put in ``results['mix_results']``; a
+    sample with a segmentation map, or the wrong number of others, is an error."""
+    _no_seg_map(results, name)
+    others = results.get('mix_results') or []
+    if len(others) != count:
+        raise ValueError(f'{name} needs {count} other image{"s" if count > 1 else ""} in '
+                         f'results["mix_results"], got {len(others)}: run it inside '
+                         f'MultiImageMixDataset')
+    return others
+
+
 def _resize_keep_channels(img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     resized = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     return resized.reshape((new_h, new_w) + img.shape[2:])
@@ -158,11 +170,7 @@ class Mosaic(BaseTransform):
     def transform(self, results: dict) -> dict:
         if np.random.rand() >= self.prob:
             return results
-        _no_seg_map(results, 'Mosaic')
-        others = results.get('mix_results') or []
-        if len(others) != 3:
-            raise ValueError(f'Mosaic needs 3 other images in results["mix_results"], got '
-                             f'{len(others)}: run it inside MultiImageMixDataset')
+        others = _other_samples(results, 'Mosaic', 3)
         w, h = self.img_scale
         img = results['img']
         canvas = np.full((2 * h, 2 * w) + img.shape[2:], self.pad_val, dtype=img.dtype)
@@ -374,11 +382,7 @@ class MixUp(BaseTransform):
     def transform(self, results: dict) -> dict:
         if np.random.rand() >= self.prob:
             return results
-        _no_seg_map(results, 'MixUp')
-        others = results.get('mix_results') or []
-        if len(others) != 1:
-            raise ValueError(f'MixUp needs 1 other image in results["mix_results"], got '
-                             f'{len(others)}: run it inside MultiImageMixDataset')
+        others = _other_samples(results, 'MixUp', 1)
         other = others[0]
         other_boxes, other_labels, other_flags = _box_fields(other)
         if not len(other_boxes):
