@@ -298,6 +298,21 @@ def test_unet_3d_odd_volume_comes_back_at_the_input_size():
     assert tuple(out[0].pred_sem_seg.data.shape) == (1, 33, 47, 31)
 
 
+@pytest.mark.parametrize('spatial_dims', [2, 3])
+def test_unet_classifier_init_depends_on_the_dimension(spatial_dims):
+    """2D: the base's normal(0.01) classifier (the CamVid record); 3D: PyTorch's default
+    (MONAI's), uniform within 1 / sqrt(fan_in), with which Hippocampus learns its foreground."""
+    torch.manual_seed(0)
+    head = unet_segmentor(spatial_dims=spatial_dims, base=16).decode_head
+    weight = head.conv_seg.weight
+    if spatial_dims == 2:
+        assert weight.std().item() == pytest.approx(0.01, rel=0.3)
+    else:
+        bound = 1 / weight.shape[1] ** 0.5
+        assert weight.abs().max() <= bound
+        assert weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.3)
+
+
 def test_unet_hippocampus_config_builds_and_trains_one_step_on_a_crop():
     """configs/unet_hippocampus.py: 3D U-Net, base 16, 5 stages, instance norm, Dice + CE;
     forward / backward on one (1, 1, 32, 48, 32) crop (its bottom map is 2 x 3 x 2).

@@ -102,10 +102,17 @@ class UNetHead(BaseDecodeHead):
 
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan-out, ReLU gain) convs and transposed convs of any dimension
-        with zero biases, unit affine norms, and the base's normal(0.01) ``conv_seg``."""
+        with zero biases, unit affine norms; ``conv_seg``: in 2D the base's normal(0.01), in
+        3D PyTorch's default (MONAI's). Measured on Hippocampus crops (AdamW 1e-3): with
+        normal(0.01) the foreground Dice of the training batches stayed 0 for 60 iterations
+        (and the 2000-iteration run's posterior Dice was 0), with the default it was 0.70 /
+        0.72 at 60. The 2D CamVid record was trained with normal(0.01)."""
         kaiming_init_conv_norm(self.modules(), any_dim=True)
-        nn.init.normal_(self.conv_seg.weight, std=0.01)
-        nn.init.zeros_(self.conv_seg.bias)
+        if self.spatial_dims == 2:
+            nn.init.normal_(self.conv_seg.weight, std=0.01)
+            nn.init.zeros_(self.conv_seg.bias)
+        else:
+            self.conv_seg.reset_parameters()
 
     def features(self, feats: Sequence[Tensor]) -> Tensor:
         """Encoder maps (finest first) -> (B, channels, *size of the finest map read)."""

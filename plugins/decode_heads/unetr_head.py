@@ -181,18 +181,17 @@ class UNETRHead(BaseDecodeHead):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal (fan-out, LeakyReLU gain) convs and transposed convs, unit affine
-        norms, and the base's small-normal ``conv_seg``."""
+        """PyTorch's default initialisation of every conv, ``conv_seg`` included, and unit
+        affine norms: what MONAI's UNETR trains from. Measured on Hippocampus crops (2 CPU
+        cores, AdamW 1e-3): with the small-normal classifier (std 0.01) the foreground Dice of
+        the training batches was still 0 after 80 iterations; with this one it was 0.75 / 0.73."""
         for m in self.modules():
-            if isinstance(m, nn.modules.conv._ConvNd) and m is not self.conv_seg:
-                nn.init.kaiming_normal_(m.weight, a=0.01, mode='fan_out',
-                                        nonlinearity='leaky_relu')
+            if isinstance(m, nn.modules.conv._ConvNd):
+                m.reset_parameters()
             elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
                                 nn.modules.instancenorm._InstanceNorm)) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.normal_(self.conv_seg.weight, std=0.01)
-        nn.init.zeros_(self.conv_seg.bias)
 
     def features(self, feats: Sequence[Tensor], inputs: Tensor) -> Tensor:
         """ViT maps (B, in_channels, *g) at ``in_index`` and the input (B, C_in, *16g) ->
