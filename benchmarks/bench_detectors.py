@@ -240,17 +240,13 @@ def bench_pipeline(out, info, repeats, config='configs/retinanet_r18_fpn_320_bcc
 
 
 MEMORY_CHILD = '''
-import re, sys, torch
+import sys, torch
 sys.path.insert(0, {bench_dir!r})
 from bench_detectors import build_ours, build_peer
+from common import peak_rss_mib_above, reset_peak_rss
 from toolbox.plugins import load_plugins
 load_plugins()
-def status(key):
-    with open('/proc/self/status') as f:
-        return int(re.search(key + r':\\s+(\\d+)', f.read()).group(1))
-with open('/proc/self/clear_refs', 'w') as f:
-    f.write('5')  # reset the peak RSS (VmHWM): imports are not the model's
-base = status('VmRSS')
+base = reset_peak_rss()  # imports are not the model's
 name, who = sys.argv[1], sys.argv[2]
 model = build_ours(name) if who == 'ours' else build_peer(name)
 x = torch.rand(1, 3, *(800, 1216) if name == 'retinanet' else (512, 512)) * 255
@@ -261,7 +257,7 @@ with torch.no_grad():
         model.head(list(model.backbone(x).values()))
     else:
         model(x)
-print(status('VmHWM') - base)
+print(peak_rss_mib_above(base))
 '''
 
 
@@ -272,7 +268,7 @@ def bench_memory(out, info):
         for who in ('ours', 'peer'):
             result = subprocess.run([sys.executable, '-c', code, name, who], capture_output=True,
                                     text=True, check=True, cwd=REPO)
-            peak[who] = int(result.stdout.split()[-1]) / 1024  # KiB -> MiB, above the imports
+            peak[who] = float(result.stdout.split()[-1])  # MiB above the imports
         shape = [1, 3, 800, 1216] if name == 'retinanet' else [1, 3, 512, 512]
         emit(dict(benchmark=f'{name}_r50_forward_peak_rss', shape=shape,
                   ours_mib=round(peak['ours']), peer_mib=round(peak['peer']),

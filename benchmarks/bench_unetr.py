@@ -10,10 +10,11 @@ into ours (``convert_monai_unetr_state_dict``), so the two compute the same func
 
 The two are timed alternately, call after call, so that load from other processes hits both
 alike. Each JSON line has the medians, ``ratio`` = MONAI's time / ours (above 1: ours is
-faster) and the machine. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one
-extra call of each, after a reset (``ours_peak_mib`` / ``peer_peak_mib``); on CPU there is no
-per-call allocator peak to read (tracemalloc does not see torch's allocations and the process
-maxrss only grows), so memory is omitted (``null``).
+faster) and the machine. Peak memory (``ours_peak_mib`` / ``peer_peak_mib``, MiB above the
+built model, so weights excluded and gradients included): on CUDA
+``torch.cuda.max_memory_allocated`` over one extra call of each, after a reset; on CPU the peak
+resident set of one call in a child process per model (``common.reset_peak_rss``), since CPU
+allocations have no per-call counter.
 
     python benchmarks/bench_unetr.py [--device cuda] [--size 96] [--batch 1] [--repeats 10]
         [--out benchmarks/results/h200_unetr.jsonl]
@@ -21,10 +22,28 @@ maxrss only grows), so memory is omitted (``null``).
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 import torch
 
 from common import alternate, emit, machine
+
+MEMORY_CHILD = '''
+import sys, torch
+sys.path.insert(0, {bench_dir!r})
+from bench_unetr import build_pair, call
+from common import peak_rss_mib_above, reset_peak_rss
+who, mode, size, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ours, peer = build_pair(size, 'cpu')
+model = ours if who == 'ours' else peer
+del ours, peer
+x = torch.randn(batch, 1, size, size, size, generator=torch.Generator().manual_seed(0))
+base = reset_peak_rss()
+call(model, x, mode)
+print(peak_rss_mib_above(base))
+'''
 
 
 def build_pair(size: int, device: str):
@@ -57,6 +76,25 @@ def peak_mib(fn, device: str) -> float | None:
     fn()
     torch.cuda.synchronize()
     return round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+
+
+def call(model: torch.nn.Module, x: torch.Tensor, mode: str) -> None:
+    """One ``forward`` (eval, no grad) or ``forward_backward`` (train, mean of the logits) of
+    ours (a ModuleDict of backbone and head) or MONAI's UNETR."""
+    model.train(mode == 'forward_backward')
+    with torch.set_grad_enabled(mode == 'forward_backward'):
+        logits = model['head'](model['backbone'](x), inputs=x) \
+            if isinstance(model, torch.nn.ModuleDict) else model(x)
+    if mode == 'forward_backward':
+        logits.mean().backward()
+
+
+def cpu_peak_mib(who: str, mode: str, size: int, batch: int) -> float:
+    """Peak resident set (MiB) of one call in a fresh process, above the built model."""
+    code = MEMORY_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, '-c', code, who, mode, str(size), str(batch)],
+                            capture_output=True, text=True, check=True)
+    return round(float(result.stdout.split()[-1]), 1)
 
 
 def main(argv=None):
@@ -95,6 +133,12 @@ def main(argv=None):
     with torch.no_grad():
         error = (ours.eval()['head'](ours['backbone'](x), inputs=x) - peer.eval()(x)).abs().max()
     info = machine()
+
+    def memory(fn, who, mode):
+        if args.device.startswith('cuda'):
+            return peak_mib(fn, args.device)
+        return cpu_peak_mib(who, mode, args.size, args.batch)
+
     for mode, train, fn_a, fn_b in (('forward', False, ours_forward, peer_forward),
                                     ('forward_backward', True, ours_backward, peer_backward)):
         ours.train(train)
@@ -103,8 +147,8 @@ def main(argv=None):
         emit(dict(benchmark=f'unetr_{mode}', device=args.device, batch=args.batch,
                   size=args.size, repeats=args.repeats, ours='toolbox ViT + UNETRHead',
                   peer='monai.networks.nets.UNETR', ours_s=round(a, 4), peer_s=round(b, 4),
-                  ratio=round(b / a, 3), ours_peak_mib=peak_mib(fn_a, args.device),
-                  peer_peak_mib=peak_mib(fn_b, args.device),
+                  ratio=round(b / a, 3), ours_peak_mib=memory(fn_a, 'ours', mode),
+                  peer_peak_mib=memory(fn_b, 'peer', mode),
                   max_abs_diff_eval=float(f'{error.item():.3g}'), machine=info), args.out)
 
 

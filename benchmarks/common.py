@@ -69,3 +69,23 @@ def emit(record: dict, out_path: str | None = None) -> None:
     if out_path:
         with open(out_path, 'a') as f:
             f.write(line + '\n')
+
+
+def _proc_status_kib(key: str) -> int:
+    with open('/proc/self/status') as f:
+        return int(next(line.split()[1] for line in f if line.startswith(key + ':')))
+
+
+def reset_peak_rss() -> int:
+    """Reset this process's peak resident set (Linux ``VmHWM``, via ``/proc/self/clear_refs``)
+    and return the current resident set in KiB: the base that :func:`peak_rss_mib_above`
+    subtracts. CPU peak memory has no per-call allocator counter (tracemalloc does not see
+    torch's allocations), so a benchmark measures it in a child process of its own."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    return _proc_status_kib('VmRSS')
+
+
+def peak_rss_mib_above(base_kib: int) -> float:
+    """Peak resident set since :func:`reset_peak_rss`, above its base, in MiB."""
+    return (_proc_status_kib('VmHWM') - base_kib) / 1024
