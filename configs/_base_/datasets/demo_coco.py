@@ -16,8 +16,9 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8, num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=True), collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(type=dataset_type, data_root=data_root, ann_file='annotations/instances_train.json',
-                 data_prefix=dict(img='train/'), filter_cfg=dict(filter_empty_gt=True),
+    dataset=dict(type=dataset_type, data_root=data_root,
+                 ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
+                 filter_cfg=dict(filter_empty_gt=True),
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8, num_workers=0, drop_last=False,
