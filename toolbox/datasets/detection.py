@@ -4,11 +4,15 @@ Every image becomes a ``data_info`` dict::
 
     dict(img_id, img_path, height, width, ann_path, ann_where,
          instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1,
-                         where='annotations[k]' | 'object[k]'), ...])
+                         where='annotations[k]' | 'object[k]', [mask=...]), ...])
 
 with ``bbox`` in ``xyxy`` absolute pixels, 0-based (COCO ``xywh`` and VOC 1-based boxes are
 converted here, at the boundary), ``bbox_label`` a contiguous 0-based class index and
 ``ignore_flag`` set for COCO ``iscrowd`` and VOC ``difficult`` boxes (kept, evaluated as ignored).
+COCO instances keep their ``segmentation`` as ``mask``, raw (a list of polygons
+``[[x1, y1, x2, y2, ...], ...]`` in pixels of the original image, or an RLE dict
+``dict(size=[h, w], counts=list | str)``); an annotation without one (or with an empty list)
+has no ``mask`` key. ``LoadAnnotations(with_mask=True)`` decodes them. VOC has no masks.
 
 Degenerate boxes (zero or negative width or height) are skipped with a counted warning that
 names the file. Malformed annotation files raise :class:`AnnotationError` naming the file and
@@ -123,6 +127,29 @@ def _require(mapping, field, where):
     return mapping[field]
 
 
+def _segmentation(ann: dict, where: str):
+    """The annotation's raw ``segmentation`` (polygon list or RLE dict), ``None`` when it has
+    none (missing, ``None`` or an empty list); any other structure is an
+    :class:`AnnotationError`. Only the structure is checked here (the coordinates are read
+    when ``LoadAnnotations(with_mask=True)`` decodes the mask), so that loading a large COCO
+    json for box training stays fast.
+    """
+    segmentation = ann.get('segmentation')
+    if segmentation is None or (isinstance(segmentation, list) and not segmentation):
+        return None
+    if isinstance(segmentation, list):
+        if not all(isinstance(poly, list) for poly in segmentation):
+            raise AnnotationError(f'{where}: field segmentation must be a list of polygons '
+                                  f'[[x1, y1, x2, y2, ...], ...]')
+        return segmentation
+    if isinstance(segmentation, dict) and 'counts' in segmentation and 'size' in segmentation \
+            and isinstance(segmentation['counts'], (list, str)):
+        return segmentation
+    raise AnnotationError(f'{where}: field segmentation must be a list of polygons or an RLE '
+                          f'dict with size and counts (a list or a string), got '
+                          f'{type(segmentation).__name__}')
+
+
 @DATASETS.register_module()
 class CocoDataset(DetectionDataset):
     """COCO-format detection dataset (``instances_*.json`` or ``image_info_test-dev*.json``).
@@ -131,7 +158,8 @@ class CocoDataset(DetectionDataset):
     keeps the real ids so that results can be written back for the COCO server. Passing
     ``metainfo=dict(classes=(...))`` keeps only those categories, in that order.
     A json without ``annotations`` (test-dev image info) is accepted: every image has no
-    instances.
+    instances. Each kept annotation's ``segmentation`` is kept raw as the instance's ``mask``
+    (module docstring).
     """
 
     def load_data_list(self) -> list[dict]:
@@ -214,14 +242,16 @@ class CocoDataset(DetectionDataset):
                 skipped['degenerate box (w or h <= 0)'] += 1
                 continue
             kept.append((image_id, (x, y, w, h), cat_to_label[cat_id],
-                         int(bool(ann.get('iscrowd', 0))), k))
+                         int(bool(ann.get('iscrowd', 0))), k, _segmentation(ann, where)))
         # float64: x + w exactly as Python computes it; LoadAnnotations makes float32 later
         boxes = xywh_to_xyxy(np.array([kept_box[1] for kept_box in kept],
                                       dtype=np.float64).reshape(-1, 4)).tolist()
-        for (image_id, _, label, ignore_flag, k), bbox in zip(kept, boxes):
-            instances_of[image_id].append(dict(bbox=bbox, bbox_label=label,
-                                               ignore_flag=ignore_flag,
-                                               where=f'annotations[{k}]'))
+        for (image_id, _, label, ignore_flag, k, segmentation), bbox in zip(kept, boxes):
+            instance = dict(bbox=bbox, bbox_label=label, ignore_flag=ignore_flag,
+                            where=f'annotations[{k}]')
+            if segmentation is not None:
+                instance['mask'] = segmentation
+            instances_of[image_id].append(instance)
         self.skip_counts = dict(skipped)
         for reason, count in skipped.items():
             print_log(f'{ann_file}: skipped {count} annotations: {reason}', logger='current',

@@ -14,3 +14,5 @@ from .volume import LoadVolume, LoadVolumeAnnotation, NormalizeIntensity, PadToM
 __all__ += ['LoadVolume', 'LoadVolumeAnnotation', 'ScaleIntensityRange', 'NormalizeIntensity', 'Spacing', 'PadToMultiple', 'SpatialPad', 'RandCropByPosNegLabel', 'RandFlip3D', 'RandRotate90', 'VolumeTransform']  # noqa: E501
 from .mix import MixUp, Mosaic, RandomAffine  # noqa: E402
 __all__ += ['Mosaic', 'RandomAffine', 'MixUp']
+from .copy_paste import CopyPaste  # noqa: E402
+__all__ += ['CopyPaste']

@@ -16,7 +16,10 @@ class PackInputs(BaseTransform):
     * An image ``img`` (H, W, C) or (H, W), channel-last as OpenCV loads it, becomes ``inputs``
       (C, H, W); ``gt_seg_map`` (H, W) becomes ``gt_sem_seg`` :class:`PixelData` int64
       (1, H, W). Boxes with ``gt_ignore_flags`` go to ``ignored_instances``, the others to
-      ``gt_instances``. ``scale_factor`` defaults to (1.0, 1.0).
+      ``gt_instances``; instance masks ``gt_masks`` (N, H, W), when present, go with their
+      boxes as ``masks``, a bool tensor (N_kept, H, W) in the frame of the packed image (not
+      padded to the batch shape by the data preprocessor; the box detectors do not read
+      them). ``scale_factor`` defaults to (1.0, 1.0).
     * A volume (``results['spatial_dims'] == 3``; ``img`` float32 (C, D, H, W), channel-first)
       is packed as it is: ``inputs`` (C, D, H, W); ``gt_seg_map`` (D, H, W) becomes
       ``gt_sem_seg`` :class:`VolumeData` int64 (1, D, H, W).
@@ -58,10 +61,17 @@ class PackInputs(BaseTransform):
         sample = DataSample()
         if 'gt_bboxes' in results:
             ignore = results.get('gt_ignore_flags', np.zeros(len(results['gt_bboxes']), bool))
+            if 'gt_masks' in results and len(results['gt_masks']) != len(results['gt_bboxes']):
+                raise ValueError(f"PackInputs: {results.get('img_path')}: "
+                                 f"{len(results['gt_masks'])} masks for "
+                                 f"{len(results['gt_bboxes'])} boxes")
             for field, keep in (('gt_instances', ~ignore), ('ignored_instances', ignore)):
                 instances = InstanceData()
                 instances.bboxes = torch.from_numpy(results['gt_bboxes'][keep]).float()
                 instances.labels = torch.from_numpy(results['gt_bboxes_labels'][keep]).long()
+                if 'gt_masks' in results:
+                    instances.masks = torch.from_numpy(
+                        np.ascontiguousarray(results['gt_masks'][keep])).bool()
                 setattr(sample, field, instances)
         if 'gt_seg_map' in results:
             seg = torch.from_numpy(np.ascontiguousarray(results['gt_seg_map'])[None]).long()

@@ -1,6 +1,7 @@
-"""Geometric transforms that move image, boxes and segmentation map together.
+"""Geometric transforms that move image, boxes, instance masks and segmentation map together.
 
-Boxes are ``xyxy`` absolute pixels in the frame of the current image. ``scale_factor`` is the
+Boxes are ``xyxy`` absolute pixels in the frame of the current image; instance masks
+``gt_masks`` are uint8 (N, H, W) in that same frame, one per box. ``scale_factor`` is the
 cumulative ``(w_scale, h_scale)`` from the original image, used to map predictions back.
 """
 import cv2
@@ -24,6 +25,29 @@ def rescale_size(old_wh, scale, keep_ratio: bool):
     return int(w * factor + 0.5), int(h * factor + 0.5)
 
 
+#: Channels ``cv2.resize`` takes at once (``CV_CN_MAX``: 128 in OpenCV 5, 512 in OpenCV 4).
+_CV2_MAX_CHANNELS = 128
+
+
+def resize_masks(masks: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
+    """Nearest-neighbour resize of (N, H, W) masks to (N, new_h, new_w), same dtype.
+
+    The masks go through ``cv2.resize`` as the channels of one (H, W, N) image, 128 at a time
+    (OpenCV's channel limit), with ``INTER_NEAREST_EXACT`` (pixel centres map to pixel
+    centres, as in the bilinear image resize). Zero masks give (0, new_h, new_w).
+    """
+    n = len(masks)
+    if n == 0:
+        return np.zeros((0, new_h, new_w), masks.dtype)
+    source = masks.astype(np.uint8, copy=False)
+    chunks = []
+    for start in range(0, n, _CV2_MAX_CHANNELS):
+        chunk = np.ascontiguousarray(source[start:start + _CV2_MAX_CHANNELS].transpose(1, 2, 0))
+        resized = cv2.resize(chunk, (new_w, new_h), interpolation=cv2.INTER_NEAREST_EXACT)
+        chunks.append(resized.reshape(new_h, new_w, -1).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.concatenate(chunks)).astype(masks.dtype, copy=False)
+
+
 def _apply_resize(results, new_w, new_h, interpolation):
     img = results['img']
     h, w = img.shape[:2]
@@ -36,6 +60,8 @@ def _apply_resize(results, new_w, new_h, interpolation):
     if 'gt_bboxes' in results:
         results['gt_bboxes'] = clip_boxes(scale_boxes(results['gt_bboxes'], (w_scale, h_scale)),
                                           (new_h, new_w)).astype(np.float32, copy=False)
+    if 'gt_masks' in results:
+        results['gt_masks'] = resize_masks(results['gt_masks'], new_w, new_h)
     if 'gt_seg_map' in results:
         results['gt_seg_map'] = cv2.resize(results['gt_seg_map'].astype(np.int32), (new_w, new_h),
                                            interpolation=cv2.INTER_NEAREST).astype(np.int64)
@@ -111,8 +137,10 @@ class RandomSizeCrop(BaseTransform):
     The window's width is drawn uniformly from ``[min_size, min(w, max_size)]`` and its height
     from ``[min_size, min(h, max_size)]`` (a side shorter than ``min_size`` is kept whole).
     Boxes (``gt_bboxes`` (N, 4) ``xyxy`` pixels) are shifted into the window and clipped to
-    it; boxes left with no area are removed with their ``gt_bboxes_labels`` and
-    ``gt_ignore_flags``, so an image may end up without objects (DETR trains on those).
+    it; boxes left with no area are removed with their ``gt_bboxes_labels``,
+    ``gt_ignore_flags`` and ``gt_masks`` (cropped to the window), so an image may end up
+    without objects (DETR trains on those). A kept box's mask may be empty in the window
+    (a non-convex object whose box alone reaches into it).
     ``img_shape`` is updated; ``scale_factor`` is unchanged (training pipelines only).
     """
 
@@ -136,15 +164,19 @@ class RandomSizeCrop(BaseTransform):
         if 'gt_seg_map' in results:
             results['gt_seg_map'] = np.ascontiguousarray(
                 results['gt_seg_map'][y1:y1 + crop_h, x1:x1 + crop_w])
+        if 'gt_masks' in results:
+            results['gt_masks'] = results['gt_masks'][:, y1:y1 + crop_h, x1:x1 + crop_w]
         if 'gt_bboxes' in results:
             boxes = results['gt_bboxes'].astype(np.float32).reshape(-1, 4)
             boxes = clip_boxes(boxes - np.array([x1, y1, x1, y1], dtype=np.float32),
                                (crop_h, crop_w))
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             results['gt_bboxes'] = boxes[keep]
-            for key in ('gt_bboxes_labels', 'gt_ignore_flags'):
+            for key in ('gt_bboxes_labels', 'gt_ignore_flags', 'gt_masks'):
                 if key in results:
                     results[key] = results[key][keep]
+        if 'gt_masks' in results:
+            results['gt_masks'] = np.ascontiguousarray(results['gt_masks'])
         return results
 
     def __repr__(self) -> str:
@@ -154,7 +186,7 @@ class RandomSizeCrop(BaseTransform):
 @TRANSFORMS.register_module()
 class RandomFlip(BaseTransform):
     """Flip horizontally, vertically or both (``'diagonal'``) with probability ``prob``; sets
-    ``flip`` and ``flip_direction``."""
+    ``flip`` and ``flip_direction``. Moves the image, boxes, ``gt_masks`` and ``gt_seg_map``."""
 
     def __init__(self, prob: float = 0.5, direction: str = 'horizontal'):
         if direction not in FLIP_DIRECTIONS:
@@ -173,6 +205,9 @@ class RandomFlip(BaseTransform):
         if 'gt_bboxes' in results:
             results['gt_bboxes'] = flip_boxes(results['gt_bboxes'], results['img'].shape[:2],
                                               self.direction).astype(np.float32, copy=False)
+        if 'gt_masks' in results:  # (N, H, W): the image's axes shifted by one
+            mask_axis = tuple(a + 1 for a in np.atleast_1d(axis))
+            results['gt_masks'] = np.ascontiguousarray(np.flip(results['gt_masks'], mask_axis))
         if 'gt_seg_map' in results:
             results['gt_seg_map'] = np.ascontiguousarray(np.flip(results['gt_seg_map'], axis))
         return results
@@ -184,7 +219,8 @@ class Pad(BaseTransform):
 
     Padding is also done per batch by the data preprocessor; this transform is for pipelines
     that need a fixed size per sample (e.g. random crops for segmentation). Image pixels are
-    filled with ``pad_val``, ``gt_seg_map`` with ``seg_pad_val`` (``IGNORE_INDEX``, 255).
+    filled with ``pad_val``, ``gt_masks`` with 0, ``gt_seg_map`` with ``seg_pad_val``
+    (``IGNORE_INDEX``, 255).
     """
 
     def __init__(self, size=None, size_divisor=None, pad_val=0, seg_pad_val=IGNORE_INDEX):
@@ -206,6 +242,8 @@ class Pad(BaseTransform):
         img = results['img']
         results['img'] = np.pad(img, pad + ((0, 0),) * (img.ndim - 2),
                                 constant_values=self.pad_val)
+        if 'gt_masks' in results:
+            results['gt_masks'] = np.pad(results['gt_masks'], ((0, 0),) + pad)
         if 'gt_seg_map' in results:
             results['gt_seg_map'] = np.pad(results['gt_seg_map'], pad,
                                            constant_values=self.seg_pad_val)

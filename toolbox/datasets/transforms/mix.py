@@ -9,7 +9,9 @@ loads those samples through the inner dataset's pipeline and passes them as
 All three move ``img`` (H, W, C) and ``gt_bboxes`` (float32 (N, 4) ``xyxy`` absolute pixels)
 with ``gt_bboxes_labels`` and ``gt_ignore_flags``; boxes dropped by a transform are dropped with
 their labels and flags, in order. They set ``img_shape``; they are training transforms (no
-``scale_factor`` is tracked through them) and refuse ``gt_seg_map``, which they do not move.
+``scale_factor`` is tracked through them) and refuse ``gt_seg_map`` and ``gt_masks``, which
+they do not move (:class:`~toolbox.datasets.transforms.CopyPaste` is the mixing transform for
+instance masks).
 Random draws use NumPy's global generator (seeded per sample by
 :class:`toolbox.datasets.SeededDataset`); the methods that draw are marked with mmcv's
 ``cache_randomness``.
@@ -30,21 +32,29 @@ _BOX_FIELDS = ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags')
 _QUADRANTS = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
 
 
-def _no_seg_map(results: dict, name: str) -> None:
-    if 'gt_seg_map' in results:
-        raise ValueError(f'{name} moves images and boxes only; it cannot be used with '
-                         f'gt_seg_map ({results.get("img_path")})')
+_PIXEL_ANNOTATIONS = {'gt_seg_map': 'segmentation maps', 'gt_masks': 'instance masks'}
+
+
+def _no_pixel_annotations(results: dict, name: str) -> None:
+    """Refuse a sample with a segmentation map or instance masks, which ``name`` cannot move."""
+    for key, what in _PIXEL_ANNOTATIONS.items():
+        if key in results:
+            raise ValueError(f'{name} moves images and boxes only; it cannot be used with '
+                             f'{key} ({results.get("img_path")}): it does not move {what}')
 
 
 def _other_samples(results: dict, name: str, count: int) -> list:
     """The ``count`` samples ``MultiImageMixDataset`` put in ``results['mix_results']``; a
-    sample with a segmentation map, or the wrong number of others, is an error."""
-    _no_seg_map(results, name)
+    sample with a segmentation map or instance masks, or the wrong number of others, is an
+    error."""
+    _no_pixel_annotations(results, name)
     others = results.get('mix_results') or []
     if len(others) != count:
         raise ValueError(f'{name} needs {count} other image{"s" if count > 1 else ""} in '
                          f'results["mix_results"], got {len(others)}: run it inside '
                          f'MultiImageMixDataset')
+    for other in others:
+        _no_pixel_annotations(other, name)
     return others
 
 
@@ -278,7 +288,7 @@ class RandomAffine(BaseTransform):
         return translation @ shearing @ rotation @ scaling @ centre
 
     def transform(self, results: dict) -> dict:
-        _no_seg_map(results, 'RandomAffine')
+        _no_pixel_annotations(results, 'RandomAffine')
         img = results['img']
         h, w = img.shape[:2]
         out_w, out_h = w + 2 * self.border[0], h + 2 * self.border[1]

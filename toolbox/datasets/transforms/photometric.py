@@ -64,8 +64,8 @@ def _build_albu(cfg):
 
 @TRANSFORMS.register_module()
 class Albu(BaseTransform):
-    """Apply albumentations transforms, keeping boxes, labels, ignore flags and the
-    segmentation map in sync.
+    """Apply albumentations transforms, keeping boxes, labels, ignore flags, instance masks
+    and the segmentation map in sync.
 
     Args:
         transforms: list of dicts ``dict(type='<albumentations class>', **kwargs)``.
@@ -73,7 +73,8 @@ class Albu(BaseTransform):
             dropped together with their label and flag.
 
     Boxes go to albumentations as ``pascal_voc`` (absolute ``xyxy``), which is our convention.
-    Labels stay int64 arrays.
+    Labels stay int64 arrays. ``gt_masks`` (N, H, W) go as albumentations ``masks`` and are
+    kept for the boxes albumentations keeps (matched by index).
     """
 
     def __init__(self, transforms, min_visibility: float = 0.0):
@@ -81,8 +82,9 @@ class Albu(BaseTransform):
         self.transforms_cfg = transforms
         self.pipeline = A.Compose(
             [_build_albu(t) for t in transforms],
-            bbox_params=A.BboxParams(format='pascal_voc', label_fields=['labels', 'ignore_flags'],
-                                     min_visibility=min_visibility, clip=True))
+            bbox_params=A.BboxParams(
+                format='pascal_voc', label_fields=['labels', 'ignore_flags', 'instance_index'],
+                min_visibility=min_visibility, clip=True))
 
     def transform(self, results: dict) -> dict:
         img = results['img']
@@ -92,7 +94,11 @@ class Albu(BaseTransform):
         boxes = results.get('gt_bboxes', np.zeros((0, 4), np.float32))
         kwargs.update(bboxes=boxes, labels=results.get('gt_bboxes_labels',
                                                        np.zeros(0, np.int64)),
-                      ignore_flags=results.get('gt_ignore_flags', np.zeros(0, bool)))
+                      ignore_flags=results.get('gt_ignore_flags', np.zeros(0, bool)),
+                      instance_index=np.arange(len(boxes)))
+        masks = results.get('gt_masks')
+        if masks is not None and len(masks):  # albumentations cannot stack zero masks
+            kwargs['masks'] = masks
         if 'gt_seg_map' in results:
             kwargs['mask'] = results['gt_seg_map']
         # albumentations seeds an unseeded Compose from OS entropy, so a run would not repeat
@@ -106,6 +112,13 @@ class Albu(BaseTransform):
             results['gt_bboxes'] = np.asarray(out['bboxes'], np.float32).reshape(-1, 4)
             results['gt_bboxes_labels'] = np.asarray(out['labels'], np.int64).reshape(-1)
             results['gt_ignore_flags'] = np.asarray(out['ignore_flags'], bool).reshape(-1)
+        if masks is not None and not len(masks):
+            results['gt_masks'] = np.zeros((0,) + out['image'].shape[:2], masks.dtype)
+        elif masks is not None:
+            moved = np.asarray(out['masks'])
+            if has_boxes:  # the masks of the boxes albumentations kept, in their order
+                moved = moved[np.asarray(out['instance_index'], np.int64).reshape(-1)]
+            results['gt_masks'] = np.ascontiguousarray(moved)
         if 'gt_seg_map' in results:
             results['gt_seg_map'] = out['mask']
         return results

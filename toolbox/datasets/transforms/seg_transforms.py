@@ -59,7 +59,8 @@ class RandomCrop(BaseTransform):
     needed). With ``cat_max_ratio < 1`` up to 10 windows are drawn, and the first whose most
     frequent class covers less than ``cat_max_ratio`` of its non-ignored pixels (and which has
     at least two classes) is kept; if none qualifies, the 10th is used (mmseg's rule).
-    ``img_shape`` is updated; the crop is for segmentation: results with boxes are refused.
+    ``img_shape`` is updated; the crop is for segmentation: results with boxes are refused;
+    ``gt_masks`` (N, H, W) without boxes are cropped along.
     """
 
     def __init__(self, crop_size, cat_max_ratio: float = 1.0,
@@ -100,6 +101,8 @@ class RandomCrop(BaseTransform):
         results['img'] = np.ascontiguousarray(results['img'][y1:y2, x1:x2])
         if 'gt_seg_map' in results:
             results['gt_seg_map'] = np.ascontiguousarray(results['gt_seg_map'][y1:y2, x1:x2])
+        if 'gt_masks' in results:  # (N, H, W) masks without boxes, or an empty stack
+            results['gt_masks'] = np.ascontiguousarray(results['gt_masks'][:, y1:y2, x1:x2])
         results['img_shape'] = (y2 - y1, x2 - x1)
         return results
 

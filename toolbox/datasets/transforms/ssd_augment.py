@@ -6,9 +6,10 @@
   least a randomly chosen IoU, keep the objects whose centre lies in the patch.
 
 Both move ``img``, ``gt_bboxes`` (float32 (N, 4) ``xyxy`` absolute pixels),
-``gt_bboxes_labels``, ``gt_ignore_flags`` and ``gt_seg_map`` together and update
-``img_shape``. They are meant for training pipelines (the mapping back to the original image,
-``scale_factor``, is not tracked through them).
+``gt_bboxes_labels``, ``gt_ignore_flags``, ``gt_masks`` (N, H, W; zero-filled by
+:class:`Expand`, dropped with their boxes by :class:`MinIoURandomCrop`) and ``gt_seg_map``
+together and update ``img_shape``. They are meant for training pipelines (the mapping back
+to the original image, ``scale_factor``, is not tracked through them).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mmcv.transforms import BaseTransform
 from toolbox.registry import TRANSFORMS
 from toolbox.structures import IGNORE_INDEX, box_iou, clip_boxes, translate_boxes
 
-_BOX_FIELDS = ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags')
+_BOX_FIELDS = ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags', 'gt_masks')
 
 
 @TRANSFORMS.register_module()
@@ -65,6 +66,11 @@ class Expand(BaseTransform):
         if 'gt_bboxes' in results:
             results['gt_bboxes'] = translate_boxes(results['gt_bboxes'],
                                                    (left, top)).astype(np.float32, copy=False)
+        if 'gt_masks' in results:
+            masks = results['gt_masks']
+            canvas_masks = np.zeros((len(masks), new_h, new_w), dtype=masks.dtype)
+            canvas_masks[:, top:top + h, left:left + w] = masks
+            results['gt_masks'] = canvas_masks
         if 'gt_seg_map' in results:
             seg = np.full((new_h, new_w), self.seg_pad_val, dtype=results['gt_seg_map'].dtype)
             seg[top:top + h, left:left + w] = results['gt_seg_map']
@@ -152,6 +158,9 @@ class MinIoURandomCrop(BaseTransform):
                 shifted = translate_boxes(results['gt_bboxes'], (-x1, -y1))
                 results['gt_bboxes'] = clip_boxes(shifted, (y2 - y1, x2 - x1)).astype(
                     np.float32, copy=False)
+            if 'gt_masks' in results:
+                results['gt_masks'] = np.ascontiguousarray(
+                    results['gt_masks'][:, y1:y2, x1:x2])
             if 'gt_seg_map' in results:
                 results['gt_seg_map'] = np.ascontiguousarray(results['gt_seg_map'][y1:y2, x1:x2])
             return results
