@@ -71,7 +71,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = _plug(self.plugins_after_conv1, self.relu(self.bn1(self.conv1(x))))
         out = _plug(self.plugins_after_conv2, self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: one full-size tensor less per block
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -116,7 +117,8 @@ class Bottleneck(nn.Module):
         out = _plug(self.plugins_after_conv1, self.relu(self.bn1(self.conv1(x))))
         out = _plug(self.plugins_after_conv2, self.relu(self.bn2(self.conv2(out))))
         out = _plug(self.plugins_after_conv3, self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: one full-size tensor less per block
+        return self.relu(out)
 
 
 @MODELS.register_module()

