@@ -15,6 +15,8 @@ load from other processes hits both alike.
 * ``pipeline``: images/s of the whole test path on real BCCD images (read, test pipeline,
   collate, preprocess, forward, post-process, VOC metric update) against the forward alone
   on the same batches, batch 1 and 8, and data-loading throughput with 0 and 2 workers;
+* ``compile``: our RetinaNet R50-FPN forward under ``torch.compile`` (inductor) against eager,
+  with the first call's compile time and the largest output difference;
 * ``memory``: peak resident memory of a fresh process building the model and running one
   forward, above its resident memory after the imports (``VmHWM`` reset through
   ``/proc/self/clear_refs``, Linux), ours vs torchvision.
@@ -261,6 +263,27 @@ print(peak_rss_mib_above(base))
 '''
 
 
+def bench_compile(out, info, repeats, size=(800, 1216)):
+    """Our RetinaNet R50-FPN forward (``mode='tensor'``), eager vs ``torch.compile``."""
+    model = build_ours('retinanet')
+    images = torch.rand(1, 3, *size) * 255
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        start = time.perf_counter()
+        got = compiled(images, mode='tensor')
+        compile_s = time.perf_counter() - start
+        expected = model(images, mode='tensor')
+        flat = lambda outputs: torch.cat([t.flatten() for level in outputs for t in level])  # noqa
+        diff = (flat(got) - flat(expected)).abs().max().item()
+        eager_s, compiled_s = alternate(lambda: model(images, mode='tensor'),
+                                        lambda: compiled(images, mode='tensor'), repeats, 1)
+    emit(dict(benchmark='retinanet_r50_forward_compile_vs_eager', shape=[1, 3, *size],
+              ours='torch.compile (inductor)', peer='eager', ours_s=round(compiled_s, 4),
+              peer_s=round(eager_s, 4), ratio=round(eager_s / compiled_s, 3),
+              first_call_s=round(compile_s, 1), max_abs_diff=float(f'{diff:.3g}'),
+              machine=info), out)
+
+
 def bench_memory(out, info):
     code = MEMORY_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)))
     for name in ('retinanet', 'deeplabv3'):
@@ -280,9 +303,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', help='append the JSON lines to this file')
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--only', nargs='+', default=['forward', 'train', 'precision',
-                                                      'pipeline', 'memory'],
-                        choices=['forward', 'train', 'precision', 'pipeline', 'memory'])
+    parts = ['forward', 'train', 'precision', 'pipeline', 'compile', 'memory']
+    parser.add_argument('--only', nargs='+', default=parts, choices=parts)
     args = parser.parse_args()
     load_plugins()
     info = machine()
@@ -297,6 +319,8 @@ def main():
         bench_precision(args.out, info, args.repeats)
     if 'pipeline' in args.only:
         bench_pipeline(args.out, info, args.repeats)
+    if 'compile' in args.only:
+        bench_compile(args.out, info, args.repeats)
     if 'memory' in args.only:
         bench_memory(args.out, info)
 

@@ -33,12 +33,10 @@ from common import alternate, emit, machine
 MEMORY_CHILD = '''
 import sys, torch
 sys.path.insert(0, {bench_dir!r})
-from bench_unetr import build_pair, call
+from bench_unetr import build_one, call
 from common import peak_rss_mib_above, reset_peak_rss
 who, mode, size, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-ours, peer = build_pair(size, 'cpu')
-model = ours if who == 'ours' else peer
-del ours, peer
+model = build_one(who, size)  # only the measured model in this process
 x = torch.randn(batch, 1, size, size, size, generator=torch.Generator().manual_seed(0))
 base = reset_peak_rss()
 call(model, x, mode)
@@ -46,24 +44,32 @@ print(peak_rss_mib_above(base))
 '''
 
 
-def build_pair(size: int, device: str):
+def build_one(who: str, size: int) -> torch.nn.Module:
+    """Our UNETR (a ModuleDict of backbone and head) or MONAI's, paper configuration, random
+    weights."""
     import toolbox  # noqa: F401  (registers the core)
     from monai.networks.nets import UNETR
     from toolbox.plugins import load_plugins
     from toolbox.registry import MODELS
-    from toolbox_plugins.decode_heads.unetr_head import convert_monai_unetr_state_dict
     load_plugins()
-    torch.manual_seed(0)
-    peer = UNETR(1, 14, size, feature_size=16, hidden_size=768, mlp_dim=3072, num_heads=12,
-                 proj_type='conv', norm_name='instance', res_block=True)
+    if who == 'peer':
+        return UNETR(1, 14, size, feature_size=16, hidden_size=768, mlp_dim=3072, num_heads=12,
+                     proj_type='conv', norm_name='instance', res_block=True)
     backbone = MODELS.build(dict(type='ViT', in_channels=1, img_size=size))
     head = MODELS.build(dict(type='UNETRHead', in_channels=768, num_classes=14,
                              input_channels=1, feature_size=16, norm_cfg=dict(type='IN')))
+    return torch.nn.ModuleDict(dict(backbone=backbone, head=head))
+
+
+def build_pair(size: int, device: str):
+    """(ours, MONAI's) with MONAI's random weights copied into ours."""
+    from toolbox_plugins.decode_heads.unetr_head import convert_monai_unetr_state_dict
+    torch.manual_seed(0)
+    peer, ours = build_one('peer', size), build_one('ours', size)
     converted = convert_monai_unetr_state_dict(peer.state_dict())
-    for prefix, module in (('backbone.', backbone), ('decode_head.', head)):
-        module.load_state_dict({k[len(prefix):]: v for k, v in converted.items()
-                                if k.startswith(prefix)}, strict=True)
-    ours = torch.nn.ModuleDict(dict(backbone=backbone, head=head))
+    for prefix, name in (('backbone.', 'backbone'), ('decode_head.', 'head')):
+        ours[name].load_state_dict({k[len(prefix):]: v for k, v in converted.items()
+                                    if k.startswith(prefix)}, strict=True)
     return ours.to(device), peer.to(device)
 
 
