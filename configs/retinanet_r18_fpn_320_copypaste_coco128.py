@@ -11,6 +11,10 @@
 # objects onto the first (CopyPaste, toolbox/datasets/transforms/copy_paste.py, with
 # MMDetection's defaults: up to 100 objects, 10 px / 300 px occlusion thresholds) and packs
 # boxes, labels and masks. The detector trains on the boxes.
+# Measured (seed 0, 2 CPU cores, 11 min, 3.1 s/iteration with 2 workers): COCO bbox mAP 0.003,
+# mAP@0.5 0.008 on the training images (without Copy-Paste, retinanet_r18_fpn_320_lsj_coco128.py:
+# 0.002 / 0.007). 80 classes from scratch on 128 images in 12 epochs learn almost nothing either
+# way: this shows the path trains end to end, not what Copy-Paste is worth.
 _base_ = ['_base_/models/retinanet_r50_fpn.py', '_base_/default_runtime.py']
 dataset_type = 'CocoDataset'
 data_root = '../shared/data/coco128-seg/'
@@ -57,7 +61,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='CocoMetric', ann_file=data_root + ann_file, metric='bbox')
 test_evaluator = val_evaluator
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=24, val_interval=12)
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=12)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(type='OptimWrapper',
@@ -65,7 +69,7 @@ optim_wrapper = dict(type='OptimWrapper',
                      clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', T_max=24, eta_min=1e-5, by_epoch=True, begin=0, end=24),
+    dict(type='CosineAnnealingLR', T_max=12, eta_min=1e-5, by_epoch=True, begin=0, end=12),
 ]
 default_hooks = dict(logger=dict(interval=8), checkpoint=dict(interval=12, max_keep_ckpts=1))
 auto_scale_lr = dict(enable=False, base_batch_size=8)  # the batch the LR above was set for
