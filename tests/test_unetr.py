@@ -189,6 +189,7 @@ def test_vit_rejects_another_input_size():
 @pytest.mark.parametrize('spatial_dims, img_size, patch_size, out_indices', [
     (3, 32, 16, (4, 7, 10, 12)),
     (3, (32, 16, 48), 16, (0, 12)),
+    (3, 64, 16, (6, 12)),
     (2, (32, 64), (16, 8), (1, 2, 12)),
 ])
 def test_vit_declared_channels_and_strides(spatial_dims, img_size, patch_size, out_indices):
@@ -201,6 +202,7 @@ def test_vit_declared_channels_and_strides(spatial_dims, img_size, patch_size, o
     for out, c, s in zip(outs, vit.out_channels, vit.strides):
         strides = (s,) * spatial_dims if isinstance(s, int) else s
         assert out.shape == (1, c, *(n // k for n, k in zip(vit.img_size, strides)))
+        assert out.is_contiguous()  # not the channels-last view of the tokens
     # only the last block's map is normalised: its tokens have zero mean over channels
     assert outs[-1].mean(1).abs().max() < 1e-5
     assert outs[0].mean(1).abs().max() > 1e-3
