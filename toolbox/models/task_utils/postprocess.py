@@ -72,20 +72,27 @@ def clip_to_image_shapes(boxes: Tensor, shapes: Tensor) -> Tensor:
     return torch.minimum(boxes.clamp(min=0), upper)
 
 
+def rank_within_groups(groups: Tensor, num_groups: int) -> Tensor:
+    """(M,) group ids (e.g. images) of entries listed in priority order -> (M,) the 0-based
+    rank of each entry among the entries of its own group, in that order."""
+    order = torch.sort(groups, stable=True).indices
+    counts = torch.bincount(groups, minlength=num_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(groups.numel(), device=groups.device) - starts[groups[order]]
+    return rank
+
+
 def topk_per_image(keep: Tensor, image_ids: Tensor, num_images: int, k: int
                    ) -> list[Tensor]:
     """Split indices ``keep`` (M,), sorted by decreasing score, into per-image lists of at
     most ``k`` (``k <= 0``: all), keeping the order within each image. ``image_ids`` (M,) is
     the image of each entry of ``keep``."""
-    order = torch.sort(image_ids, stable=True).indices
-    keep, image_ids = keep[order], image_ids[order]
-    counts = torch.bincount(image_ids, minlength=num_images)
     if k > 0:
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(keep.numel(), device=keep.device) - starts[image_ids]
-        keep = keep[rank < k]
-        counts = counts.clamp(max=k)
-    return list(keep.split(counts.tolist()))
+        best = rank_within_groups(image_ids, num_images) < k
+        keep, image_ids = keep[best], image_ids[best]
+    order = torch.sort(image_ids, stable=True).indices
+    return list(keep[order].split(torch.bincount(image_ids, minlength=num_images).tolist()))
 
 
 def proposals_from_levels(logits: list[Tensor], deltas: list[Tensor], priors: list[Tensor],
@@ -150,15 +157,15 @@ def detections_from_levels(scores: list[Tensor], deltas: list[Tensor], priors: l
                            bbox_coder, batch_img_metas: list[dict], cfg: dict
                            ) -> list[InstanceData]:
     """Batched multi-class dense-head post-processing (RetinaNet's test path): per level the
-    ``nms_pre`` best (anchor, class) pairs above ``score_thr`` of each image, anchors centred
-    in an image's padding skipped, decoded and clipped to ``img_shape``; empty boxes dropped;
-    one class-aware ``batched_nms`` over the batch (groups = image x class); ``max_per_img``
-    best per image.
+    (anchor, class) pairs above ``score_thr`` of each image, anchors centred in an image's
+    padding skipped, the ``nms_pre`` best of them per image, decoded and clipped to
+    ``img_shape``; empty boxes dropped; one class-aware ``batched_nms`` over the batch
+    (groups = image x class); ``max_per_img`` best per image.
 
-    Taking each image's ``nms_pre`` best and then thresholding selects the same candidates as
-    thresholding first (every entry above the threshold that is among the best survives both
-    ways), with tensors of one size for the whole batch: one ``topk`` per level instead of a
-    Python loop over images x levels.
+    The threshold comes first and the per-image ranking runs only on the entries above it
+    (a sort of the candidates, grouped by image), as torchvision's RetinaNet does image by
+    image: a ``topk`` over every (anchor, class) pair of the batch read the full score maps
+    two more times (800 x 1216, 80 classes: 13.6M scores per image).
 
     Args:
         scores: per level (B, N_l, C) class probabilities.
@@ -172,31 +179,29 @@ def detections_from_levels(scores: list[Tensor], deltas: list[Tensor], priors: l
         one ``InstanceData`` per image: ``bboxes`` (K, 4) input frame, ``scores`` (K,),
         ``labels`` (K,), sorted by decreasing score.
     """
-    num_images = scores[0].shape[0]
+    num_images, num_classes = scores[0].shape[0], scores[0].shape[2]
     device = scores[0].device
     shapes = torch.tensor([m['img_shape'][:2] for m in batch_img_metas], device=device)
-    all_boxes, all_scores, all_labels, all_valid = [], [], [], []
+    all_boxes, all_scores, all_labels, all_images = [], [], [], []
     for lvl_scores, lvl_deltas, lvl_priors in zip(scores, deltas, priors):
-        num_classes = lvl_scores.shape[2]
         centres = (lvl_priors[:, :2] + lvl_priors[:, 2:]) / 2  # (N_l, 2)
         inside = (centres < shapes.flip(-1)[:, None].to(centres.dtype)).all(-1)  # (B, N_l)
-        flat = (lvl_scores * inside[..., None]).reshape(num_images, -1)  # (B, N_l * C)
-        above = flat > cfg['score_thr']
-        k = flat.shape[1] if cfg['nms_pre'] <= 0 else min(cfg['nms_pre'], flat.shape[1])
-        top, idx = flat.masked_fill(~above, -1.0).topk(k, dim=1)  # (B, k)
-        anchor = idx // num_classes
-        sel_deltas = lvl_deltas.gather(1, anchor[..., None].expand(-1, -1, 4))
-        all_boxes.append(bbox_coder.decode(lvl_priors[anchor], sel_deltas))
+        image, anchor, label = ((lvl_scores > cfg['score_thr']) & inside[..., None]).nonzero(
+            as_tuple=True)
+        top = lvl_scores[image, anchor, label]
+        if 0 < cfg['nms_pre'] < top.numel():
+            order = top.argsort(descending=True)
+            best = order[rank_within_groups(image[order], num_images) < cfg['nms_pre']]
+            image, anchor, label, top = image[best], anchor[best], label[best], top[best]
+        boxes = bbox_coder.decode(lvl_priors[anchor], lvl_deltas[image, anchor])
+        all_boxes.append(clip_to_image_shapes(boxes, shapes[image]))
         all_scores.append(top)
-        all_labels.append(idx % num_classes)
-        all_valid.append(top > cfg['score_thr'])
-    boxes = clip_to_image_shapes(torch.cat(all_boxes, 1), shapes[:, None]).reshape(-1, 4)
-    scores_flat = torch.cat(all_scores, 1).reshape(-1)
-    labels = torch.cat(all_labels, 1)
-    image_ids = torch.arange(num_images, device=device)[:, None].expand_as(labels).reshape(-1)
-    labels = labels.reshape(-1)
-    valid = (torch.cat(all_valid, 1).reshape(-1) & nonempty_boxes(boxes)).nonzero(as_tuple=True)[0]
-    groups = labels[valid] + image_ids[valid] * scores[0].shape[2]  # class-aware, per image
+        all_labels.append(label)
+        all_images.append(image)
+    boxes, scores_flat = torch.cat(all_boxes), torch.cat(all_scores)
+    labels, image_ids = torch.cat(all_labels), torch.cat(all_images)
+    valid = nonempty_boxes(boxes).nonzero(as_tuple=True)[0]
+    groups = labels[valid] + image_ids[valid] * num_classes  # class-aware, per image
     keep = valid[batched_nms(boxes[valid], scores_flat[valid], groups, cfg['iou_threshold'])]
     return [InstanceData(bboxes=boxes[k], scores=scores_flat[k], labels=labels[k])
             for k in topk_per_image(keep, image_ids[keep], num_images, cfg['max_per_img'])]
