@@ -1,4 +1,4 @@
-"""Helpers shared by the parity tests."""
+"""Helpers shared by the tests."""
 import torch
 from torch import nn
 
@@ -34,3 +34,14 @@ def load_tool(relative_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def assert_one_sgd_step_is_finite(model: nn.Module, batch: dict) -> dict:
+    """One ``train_step`` of ``model`` (train mode) on a collated ``batch`` with SGD lr 1e-3;
+    asserts a positive total loss and finite logged values. Returns the log dict."""
+    from mmengine.optim import OptimWrapper
+    model.train()
+    log_vars = model.train_step(batch, OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3)))
+    values = torch.stack([torch.as_tensor(v).detach().float() for v in log_vars.values()])
+    assert log_vars['loss'] > 0 and torch.isfinite(values).all()
+    return log_vars
