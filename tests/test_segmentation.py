@@ -425,6 +425,18 @@ def test_balanced_softmax_adds_log_prior_and_takes_dataset_counts():
         unset(torch.randn(1, 4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
 
 
+def test_logit_adjustment_tau_scales_the_prior():
+    logits, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    counts = torch.tensor([100.0, 10.0, 1.0])
+    half = F.cross_entropy(logits + 0.5 * counts.log().view(1, 3, 1, 1), labels)
+    assert BalancedSoftmaxLoss(counts, tau=0.5)(logits, labels).item() == pytest.approx(
+        half.item(), rel=1e-5)
+    assert BalancedSoftmaxLoss(counts, tau=0.0)(logits, labels).item() == pytest.approx(
+        F.cross_entropy(logits, labels).item(), rel=1e-5)
+    with pytest.raises(ValueError, match='tau must be >= 0'):
+        BalancedSoftmaxLoss(counts, tau=-1.0)
+
+
 def test_class_counts_hook_hands_dataset_counts_to_the_loss():
     head = FCNHead(in_channels=4, num_classes=3, channels=4, num_convs=0,
                    loss_decode=dict(type='BalancedSoftmaxLoss'))

@@ -96,25 +96,33 @@ class BalancedSoftmaxLoss(nn.Module):
 
     ``log(prior_c) = log(n_c / sum n)``; adding ``log(n_c)`` instead gives the same loss (softmax
     is shift-invariant). Classes with zero count are clamped to a count of 1 so that the prior
-    stays finite.
+    stays finite. ``tau`` scales the adjustment, ``logits + tau * log(prior)``: the logit-adjusted
+    loss of Menon et al. (ICLR 2021), of which Balanced Softmax is ``tau = 1`` and plain
+    cross-entropy ``tau = 0``; a smaller ``tau`` trades less of the frequent classes' accuracy
+    for the rare ones'.
 
     Args:
         class_counts: (C,) training frequencies; ``None`` leaves them to
             :meth:`set_class_counts` (called by :class:`ClassCountsHook` from the dataset).
         count_key: which entry of a dataset's ``class_counts()`` dict to use:
             ``'pixel_counts'`` (segmentation datasets) or ``'instance_counts'`` (detection).
+        tau: strength of the adjustment (>= 0; 1 = Balanced Softmax).
         ignore_index, avg_non_ignore, reduction, loss_weight, loss_name: as
             :class:`CrossEntropyLoss`.
     """
 
     def __init__(self, class_counts: Sequence[int] | None = None,
-                 count_key: str = 'pixel_counts', ignore_index: int = IGNORE_INDEX,
+                 count_key: str = 'pixel_counts', tau: float = 1.0,
+                 ignore_index: int = IGNORE_INDEX,
                  avg_non_ignore: bool = True, reduction: str = 'mean', loss_weight: float = 1.0,
                  loss_name: str = 'loss_balanced_softmax'):
         super().__init__()
         if not loss_name.startswith('loss_'):
             raise ValueError(f"loss_name must start with 'loss_', got {loss_name!r}")
+        if tau < 0:
+            raise ValueError(f'BalancedSoftmaxLoss: tau must be >= 0, got {tau}')
         self.count_key = count_key
+        self.tau = tau
         self.ignore_index = ignore_index
         self.avg_non_ignore = avg_non_ignore
         self.reduction = reduction
@@ -149,7 +157,7 @@ class BalancedSoftmaxLoss(nn.Module):
                              f'classes but the logits have {logits.shape[1]}')
         ignore = self.ignore_index if ignore_index is None else ignore_index
         shape = [1, -1] + [1] * (logits.dim() - 2)
-        adjusted = logits + self.log_prior.to(logits.dtype).view(shape)
+        adjusted = logits + self.tau * self.log_prior.to(logits.dtype).view(shape)
         loss = cross_entropy(adjusted, labels, None, ignore)
         return self.loss_weight * _reduce(loss, labels, ignore, weight, self.reduction,
                                           avg_factor, self.avg_non_ignore)
