@@ -47,6 +47,37 @@ def _positive_ints(value, name: str, mode: str) -> None:
                          f"ints, got {value!r}")
 
 
+def keep_largest_component(pred: Tensor, applied_labels: Sequence[int],
+                           independent: bool = True) -> Tensor:
+    """Keep only the largest connected part of the given labels of a label map, setting the
+    rest to 0 (background); MONAI's ``KeepLargestConnectedComponent`` with full connectivity
+    (8 neighbours in 2D, 26 in 3D), computed by ``scipy.ndimage.label``.
+
+    Args:
+        pred: int label map (1, *spatial) (a ``pred_sem_seg``), any device.
+        applied_labels: the labels to clean.
+        independent: each label on its own (True), or the union of ``applied_labels`` as one
+            object, whose largest part keeps all its labels (False: e.g. the two halves of one
+            organ).
+
+    Returns:
+        the cleaned map, same shape, dtype and device.
+    """
+    from scipy import ndimage
+    labels = pred.cpu().numpy().copy()
+    spatial = labels[0]  # a view: writes land in ``labels``
+    structure = ndimage.generate_binary_structure(spatial.ndim, spatial.ndim)
+    groups = [[c] for c in applied_labels] if independent else [list(applied_labels)]
+    for group in groups:
+        mask = np.isin(spatial, group)
+        parts, count = ndimage.label(mask, structure)
+        if count > 1:
+            sizes = np.bincount(parts.ravel())
+            sizes[0] = 0
+            spatial[mask & (parts != sizes.argmax())] = 0
+    return torch.from_numpy(labels).to(pred.device)
+
+
 def importance_map(roi_size: Sequence[int], blend: str = 'constant',
                    sigma_scale: float | Sequence[float] = 0.125,
                    device=None, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -141,6 +172,10 @@ class EncoderDecoder(ToolboxModel):
               (uniform or Gaussian) and divided by the summed weights; an input smaller than
               ``roi_size`` is padded symmetrically (``padding_mode``, ``cval``) and the output
               cropped back. ``overlap`` and ``sigma_scale`` may be per axis.
+
+            In any mode, ``keep_largest_component=dict(applied_labels, independent=True)``
+            post-processes the predicted labels with :func:`keep_largest_component` (the
+            medical-segmentation clean-up of MONAI / nnU-Net: stray islands become background).
         data_preprocessor: normalisation and padding (``DataPreprocessor``; pads
             ``gt_sem_seg`` with the ignore index).
     """
@@ -167,6 +202,13 @@ class EncoderDecoder(ToolboxModel):
         """Validate ``test_cfg`` up front (see the class docstring); fill the defaults of
         ``'sliding_window'``."""
         mode = cfg.get('mode', 'whole')
+        component = cfg.get('keep_largest_component')
+        if component is not None and (not isinstance(component, dict) or
+                                      not component.get('applied_labels') or
+                                      set(component) - {'applied_labels', 'independent'}):
+            raise ValueError(f"test_cfg.keep_largest_component must be a dict with "
+                             f"applied_labels (a non-empty list of labels) and optionally "
+                             f"independent, got {component!r}")
         if mode not in TEST_MODES:
             raise ValueError(f"test_cfg.mode must be 'whole' or 'slide' (uniform windows) or "
                              f"'sliding_window' (MONAI-style blending), got {mode!r}")
@@ -177,11 +219,13 @@ class EncoderDecoder(ToolboxModel):
                 raise ValueError(f"test_cfg mode='slide': crop_size {cfg['crop_size']!r} and "
                                  f"stride {cfg['stride']!r} must have the same length")
         if mode == 'sliding_window':
-            unknown = set(cfg) - set(SLIDING_WINDOW_DEFAULTS) - {'mode', 'roi_size'}
+            unknown = set(cfg) - set(SLIDING_WINDOW_DEFAULTS) - {'mode', 'roi_size',
+                                                                 'keep_largest_component'}
             if unknown:
                 raise ValueError(f"test_cfg mode='sliding_window' got unknown keys "
                                  f"{sorted(unknown)}; accepted: roi_size, "
-                                 f"{', '.join(SLIDING_WINDOW_DEFAULTS)}")
+                                 f"{', '.join(SLIDING_WINDOW_DEFAULTS)}, "
+                                 f"keep_largest_component")
             cfg = {**SLIDING_WINDOW_DEFAULTS, **cfg}
             _positive_ints(cfg.get('roi_size'), 'roi_size', mode)
             ndim = len(cfg['roi_size'])
@@ -335,7 +379,10 @@ class EncoderDecoder(ToolboxModel):
     def postprocess(self, logits: Tensor, data_samples) -> list[DataSample]:
         """Logits (B, C, *spatial) at the batch input size -> per sample ``seg_logits`` and
         ``pred_sem_seg`` in the original frame: crop the end-padding to ``img_shape``, undo
-        the flip, resize to ``ori_shape`` (bilinear / trilinear), then argmax."""
+        the flip, resize to ``ori_shape`` (bilinear / trilinear), then argmax (and, with
+        ``test_cfg.keep_largest_component``, :func:`keep_largest_component` on the labels;
+        ``seg_logits`` stay as they are)."""
+        component = self.test_cfg.get('keep_largest_component')
         ndim = logits.dim() - 2
         element = PixelData if ndim == 2 else VolumeData
         mode = 'bilinear' if ndim == 2 else 'trilinear'
@@ -353,5 +400,8 @@ class EncoderDecoder(ToolboxModel):
                 one = F.interpolate(one, size=ori_shape, mode=mode,
                                     align_corners=self.align_corners)
             sample.seg_logits = element(data=one[0])
-            sample.pred_sem_seg = element(data=one[0].argmax(0, keepdim=True))
+            pred = one[0].argmax(0, keepdim=True)
+            if component is not None:
+                pred = keep_largest_component(pred, **component)
+            sample.pred_sem_seg = element(data=pred)
         return list(data_samples)
