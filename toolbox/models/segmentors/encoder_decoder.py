@@ -63,7 +63,7 @@ def keep_largest_component(pred: Tensor, applied_labels: Sequence[int],
     Returns:
         the cleaned map, same shape, dtype and device.
     """
-    from scipy import ndimage
+    from scipy import ndimage  # MONAI's transform is a test-only reference (needs scikit-image)
     labels = pred.cpu().numpy().copy()
     spatial = labels[0]  # a view: writes land in ``labels``
     structure = ndimage.generate_binary_structure(spatial.ndim, spatial.ndim)
