@@ -5,6 +5,7 @@ flipped image), and the config rewriting of ``--tta`` end to end on the demo dat
 import copy
 
 import cv2
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -17,12 +18,14 @@ from toolbox.engine import load_config
 from toolbox.engine.setup import ConfigError
 from toolbox.evaluation.seg_metric import IoUMetric
 from toolbox.models import DetTTAModel, SegTTAModel, merge_nms, weighted_box_fusion
+from toolbox.models.segmentors.encoder_decoder import keep_largest_component
 from toolbox.registry import MODELS, TRANSFORMS
 from toolbox.structures import DataSample
 from toolbox_plugins.decode_heads.deeplab_head import FCNHead
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, shared_data
 from .helpers import load_tool
+from .test_volume_core import tiny_segmentor
 
 DEMO_CONFIG = REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py'
 FLIP_VIEWS = [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)]
@@ -316,6 +319,56 @@ def test_seg_tta_refuses_views_of_different_sizes():
         SegTTAModel(_segmentor()).merge_preds([views])
 
 
+def test_seg_tta_cleans_the_merged_labels_as_the_segmentor_does(seg_files):
+    """With ``test_cfg.keep_largest_component`` the merged labels are cleaned after the merge
+    (the views' own cleaned labels are not what is averaged): the result equals the clean-up
+    applied to the merged labels of the same model without it."""
+    files, _ = seg_files
+    plain_model = _segmentor()
+    cleaning = _segmentor()
+    cleaning.test_cfg = dict(cleaning.test_cfg,
+                             keep_largest_component=dict(applied_labels=(0, 1, 2, 3)))
+    merged = SegTTAModel(plain_model).test_step(_seg_tta_batch([FLIP_VIEWS], files))[0]
+    cleaned = SegTTAModel(cleaning).test_step(_seg_tta_batch([FLIP_VIEWS], files))[0]
+    expected = keep_largest_component(merged.pred_sem_seg.data, (0, 1, 2, 3))
+    assert not torch.equal(expected, merged.pred_sem_seg.data)  # there were islands
+    assert torch.equal(cleaned.pred_sem_seg.data, expected)
+    torch.testing.assert_close(cleaned.seg_logits.data, merged.seg_logits.data)
+
+
+def test_hippocampus_tta_averages_four_mirrored_volumes_in_the_original_frame():
+    """The Hippocampus ``tta_pipeline`` on a real case: four views (no flip, axis 0, axis 2,
+    both), each predicted back in the original frame; the merge is the mean of the plain
+    predictions of the four mirrored volumes, each mirrored back by hand, and the labels reach
+    the metric unflipped."""
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs/_base_/datasets/hippocampus.py'))
+    root = shared_data('hippocampus')
+    case = dict(img_path=str(root / 'imagesTr/hippocampus_003.nii.gz'),
+                seg_map_path=str(root / 'labelsTr/hippocampus_003.nii.gz'))
+    results = dict(case)
+    for transform in copy.deepcopy(cfg.tta_pipeline):
+        results = TRANSFORMS.build(transform)(results)
+    batch = pseudo_collate([results])
+    assert [s[0].flip_axes for s in batch['data_samples']] == [(), (0,), (2,), (0, 2)]
+    model = tiny_segmentor()
+    image = batch['inputs'][0][0].float()
+    label = torch.from_numpy(np.asarray(nib.load(case['seg_map_path']).dataobj)).long()
+    probs = []
+    for axes in ((), (0,), (2,), (0, 2)):
+        view = image.flip([1 + a for a in axes]) if axes else image
+        sample = DataSample(metainfo=dict(img_shape=tuple(view.shape[1:]),
+                                          ori_shape=tuple(view.shape[1:])))
+        logits = model.test_step(dict(inputs=[view], data_samples=[sample]))[0].seg_logits.data
+        probs.append((logits.flip([1 + a for a in axes]) if axes else logits).softmax(0))
+    expected = torch.stack(probs).mean(0)
+    assert not torch.allclose(probs[0], expected, atol=1e-3)  # the views differ
+    merged = SegTTAModel(model).test_step(batch)[0]
+    torch.testing.assert_close(merged.seg_logits.data.softmax(0), expected, rtol=0, atol=1e-5)
+    assert torch.equal(merged.pred_sem_seg.data[0], expected.argmax(0))
+    d, h, w = label.shape  # the packed labels may carry the 255 end-padding of the batch
+    assert torch.equal(merged.gt_sem_seg.data[0, :d, :h, :w], label)
+
+
 # ------------------------------------------------------------------------ tools/test.py --tta
 def test_use_tta_wraps_the_model_and_replaces_the_innermost_test_pipeline():
     tool = load_tool('test.py')
@@ -337,10 +390,11 @@ def test_use_tta_wraps_the_model_and_replaces_the_innermost_test_pipeline():
 
 def test_dataset_configs_define_tta():
     for name, model_type, num_views in (('voc_bccd', 'DetTTAModel', 4),
-                                        ('camvid', 'SegTTAModel', 6)):
+                                        ('camvid', 'SegTTAModel', 6),
+                                        ('hippocampus', 'SegTTAModel', 4)):
         cfg = Config.fromfile(str(REPO_ROOT / f'configs/_base_/datasets/{name}.py'))
         assert cfg.tta_model.type == model_type
-        tta = TRANSFORMS.build(copy.deepcopy(cfg.tta_pipeline[1]))
+        tta = TRANSFORMS.build(copy.deepcopy(cfg.tta_pipeline[-1]))
         assert len(tta.subroutines) == num_views
 
 

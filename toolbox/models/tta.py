@@ -34,6 +34,7 @@ from torchvision.ops import batched_nms
 from toolbox.registry import MODELS
 from toolbox.structures import box_iou
 
+from .segmentors.encoder_decoder import keep_largest_component
 from .task_utils import nms_instances
 
 MERGE_METHODS = ('wbf', 'nms')
@@ -197,7 +198,9 @@ class SegTTAModel(BaseTTAModel):
     (int64 (1, H, W)) and ``seg_logits = log p`` (so that its softmax gives back the averaged
     probabilities; a single view gives ``log_softmax`` of its logits). Both are attached to
     the first unflipped view's data sample in the segmentor's own form, so ``IoUMetric`` and
-    the visualisation hooks read them unchanged.
+    the visualisation hooks read them unchanged. The segmentor's label clean-up
+    (``test_cfg.keep_largest_component``) runs again on the merged labels: the views' own
+    cleaned labels are discarded with them, and the merge must not bring the islands back.
 
     Args:
         module: the segmentor (a config dict or a built model).
@@ -207,7 +210,13 @@ class SegTTAModel(BaseTTAModel):
     def merge_preds(self, data_samples_list):
         """``data_samples_list[i][v]``: image i seen through view v -> one sample per image
         with the averaged ``seg_logits`` and its ``pred_sem_seg``."""
-        return [self._merge_views(views) for views in data_samples_list]
+        component = (getattr(self.module, 'test_cfg', None) or {}).get('keep_largest_component')
+        merged = [self._merge_views(views) for views in data_samples_list]
+        if component is not None:
+            for sample in merged:
+                sample.pred_sem_seg.data = keep_largest_component(sample.pred_sem_seg.data,
+                                                                  **component)
+        return merged
 
     @staticmethod
     def _merge_views(views):

@@ -37,3 +37,19 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='DiceMetric')
 test_evaluator = val_evaluator
+# Test-time augmentation (tools/test.py --tta): the four mirror images along the two axes that
+# training flips (0 and 2; not the anterior-posterior axis 1), class probabilities averaged
+# (toolbox/models/tta.py), then the segmentor's test_cfg clean-up on the merged labels. The
+# labels are loaded after the flips, so they stay in the original frame for the metric.
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadVolume'),
+    dict(type='NormalizeIntensity', nonzero=True, channel_wise=True),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='RandFlip3D', prob=0.0),
+         dict(type='RandFlip3D', prob=1.0, axes=(0,)),
+         dict(type='RandFlip3D', prob=1.0, axes=(2,)),
+         dict(type='RandFlip3D', prob=1.0, axes=(0, 2))],
+        [dict(type='LoadVolumeAnnotation')],
+        [dict(type='PackInputs')]]),
+]
