@@ -42,3 +42,20 @@ def test_plot_log_leaves_out_the_minus_one_placeholders():
            {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_s': -1.0, 'coco/bbox_mAP_m': 0.1, 'step': 4}]
     points = plot_log.metric_points(train, val)
     assert points == {'coco/bbox_mAP': [(2, 0.2), (4, 0.3)], 'coco/bbox_mAP_m': [(4, 0.1)]}
+
+
+def test_plot_log_reads_segmentation_metrics_without_a_prefix(tmp_path):
+    """IoUMetric / DiceMetric log ``mIoU`` / ``mDice`` and per-class ``IoU.Sky`` without a
+    ``prefix/``: the summary metrics are drawn, the per-class entries and timings are not."""
+    plot_log = load_plot_log()
+    records = [dict(lr=0.01, loss=1.0, iter=i + 1, step=i + 1) for i in range(4)]
+    records.insert(2, {'aAcc': 70.0, 'mIoU': 30.0, 'IoU.Sky': 80.0, 'data_time': 0.1,
+                       'time': 0.5, 'step': 2})
+    records.append({'aAcc': 75.0, 'mIoU': 40.0, 'IoU.Sky': 85.0, 'data_time': 0.1,
+                    'time': 0.5, 'step': 4})
+    path = tmp_path / 'scalars.json'
+    path.write_text('\n'.join(json.dumps(r) for r in records) + '\n')
+    train, val = plot_log.read_scalars(str(path))
+    assert len(train) == 4 and len(val) == 2
+    assert plot_log.metric_points(train, val) == {'aAcc': [(2, 70.0), (4, 75.0)],
+                                                  'mIoU': [(2, 30.0), (4, 40.0)]}

@@ -26,6 +26,10 @@ def find_scalars(path: str) -> str:
     return max(candidates, key=osp.getmtime)
 
 
+# keys of mmengine's scalar records that are not measurements of the model
+BOOKKEEPING = frozenset({'step', 'epoch', 'iter', 'time', 'data_time'})
+
+
 def read_scalars(path: str) -> tuple[list[dict], list[dict]]:
     """Split the records of ``scalars.json`` into (training, validation) lists."""
     train, val = [], []
@@ -39,9 +43,16 @@ def read_scalars(path: str) -> tuple[list[dict], list[dict]]:
                 raise ValueError(f'{path}:{line_no}: not a json line ({exc})') from exc
             if 'lr' in record:  # training records carry the learning rate
                 train.append(record)
-            elif any('/' in k or k.startswith('loss') for k in record):
+            elif any(k not in BOOKKEEPING for k in record):
                 val.append(record)
     return train, val
+
+
+def is_summary_metric(key: str) -> bool:
+    """A validation metric drawn by default: not bookkeeping, not a loss, and not a per-class
+    entry (``IoU.Sky``, ``Dice.anterior``: a dot in the key), e.g. ``pascal_voc/mAP``,
+    ``coco/bbox_mAP``, ``mIoU``, ``mDice``."""
+    return key not in BOOKKEEPING and not key.startswith('loss') and '.' not in key
 
 
 def val_iterations(train: list[dict], val: list[dict]) -> list[float]:
@@ -60,7 +71,7 @@ def metric_points(train: list[dict], val: list[dict]) -> dict[str, list[tuple[fl
     -1 that COCO-style metrics log for "no objects of this size" (a placeholder, not a value);
     a metric that is only ever -1 is left out entirely."""
     xs = val_iterations(train, val)
-    keys = sorted({k for r in val for k in r if '/' in k})
+    keys = sorted({k for r in val for k in r if is_summary_metric(k)})
     points = {key: [(x, r[key]) for x, r in zip(xs, val) if r.get(key, -1) != -1]
               for key in keys}
     return {key: p for key, p in points.items() if p}
