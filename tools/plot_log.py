@@ -2,7 +2,8 @@
 
 Reads mmengine's ``vis_data/scalars.json`` (one json object per line: training records carry
 ``lr``, ``loss*`` keys and ``step`` = global iteration; validation records carry metric keys
-such as ``pascal_voc/mAP`` or ``coco/bbox_mAP``, the ``loss*`` keys logged by
+such as ``pascal_voc/mAP``, ``coco/bbox_mAP``, ``mIoU`` or ``mDice`` (per-class entries like
+``IoU.Sky`` are not drawn), the ``loss*`` keys logged by
 ``ValLossHook`` if it is configured, and ``step`` = epoch for epoch-based runs, iteration
 otherwise) and writes a PNG: train (solid) and val (dashed) losses against iterations on the
 left, validation metrics against the iteration at which they were measured on the right.
