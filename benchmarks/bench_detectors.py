@@ -17,6 +17,9 @@ load from other processes hits both alike.
   on the same batches, batch 1 and 8, and data-loading throughput with 0 and 2 workers;
 * ``compile``: our RetinaNet R50-FPN forward under ``torch.compile`` (inductor) against eager,
   with the first call's compile time and the largest output difference;
+* ``compile_train``: the training step compiled as ``compile = True`` does it (mmengine compiles
+  ``model.train_step``) against eager, on two batches with different box counts (the
+  recompilation for the second is part of the first-calls time);
 * ``memory``: peak resident memory of a fresh process building the model and running one
   forward, above its resident memory after the imports (``VmHWM`` reset through
   ``/proc/self/clear_refs``, Linux), ours vs torchvision.
@@ -284,6 +287,40 @@ def bench_compile(out, info, repeats, size=(800, 1216)):
               machine=info), out)
 
 
+def bench_compile_train(out, info, repeats, batch=2, size=(512, 512)):
+    """Our RetinaNet R50-FPN ``train_step`` (forward, loss, backward, SGD step) eager vs
+    ``torch.compile(model.train_step)``, the way mmengine applies ``compile = True``. Two
+    synthetic batches with 8 and 5 boxes per image alternate, so the box count changes from step
+    to step as in training; lr 0 keeps the weights, so both variants see the same model."""
+    from mmengine.optim import OptimWrapper
+    model = build_ours('retinanet').train()
+    batches = []
+    for num_boxes in (8, 5):
+        samples, _ = synthetic_samples(batch, *size, num_boxes=num_boxes)
+        images = torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(num_boxes))
+        batches.append(dict(inputs=[(img * 255).to(torch.uint8) for img in images],
+                            data_samples=samples))
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+    eager_step = model.train_step
+    compiled_step = torch.compile(model.train_step)
+    start = time.perf_counter()
+    compiled_losses = [compiled_step(copy.copy(b), wrapper) for b in batches]
+    first_calls_s = time.perf_counter() - start
+    eager_losses = [eager_step(copy.copy(b), wrapper) for b in batches]
+    worst = max(abs(float(c[k].detach()) - float(e[k].detach())) / abs(float(e[k].detach()))
+                for c, e in zip(compiled_losses, eager_losses) for k in e)
+
+    def run(step):
+        return lambda: [step(copy.copy(b), wrapper) for b in batches]
+
+    eager_s, compiled_s = alternate(run(eager_step), run(compiled_step), repeats, 1)
+    emit(dict(benchmark='retinanet_r50_train_step_compile_vs_eager', shape=[batch, 3, *size],
+              steps_per_timing=len(batches), ours='torch.compile(model.train_step) (inductor)',
+              peer='eager', ours_s=round(compiled_s / 2, 4), peer_s=round(eager_s / 2, 4),
+              ratio=round(eager_s / compiled_s, 3), first_two_calls_s=round(first_calls_s, 1),
+              max_loss_rel_diff=float(f'{worst:.3g}'), machine=info), out)
+
+
 def bench_memory(out, info):
     code = MEMORY_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)))
     for name in ('retinanet', 'deeplabv3'):
@@ -303,7 +340,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', help='append the JSON lines to this file')
     parser.add_argument('--repeats', type=int, default=5)
-    parts = ['forward', 'train', 'precision', 'pipeline', 'compile', 'memory']
+    parts = ['forward', 'train', 'precision', 'pipeline', 'compile', 'compile_train', 'memory']
     parser.add_argument('--only', nargs='+', default=parts, choices=parts)
     args = parser.parse_args()
     load_plugins()
@@ -321,6 +358,8 @@ def main():
         bench_pipeline(args.out, info, args.repeats)
     if 'compile' in args.only:
         bench_compile(args.out, info, args.repeats)
+    if 'compile_train' in args.only:
+        bench_compile_train(args.out, info, args.repeats)
     if 'memory' in args.only:
         bench_memory(args.out, info)
 
