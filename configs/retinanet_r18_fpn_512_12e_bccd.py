@@ -5,7 +5,8 @@
 # resizes to 320); --tta uses 512 and 608 px x flip.
 # Measured (seed 0, 2 CPU cores, 19 min, 3.7 s/iteration): val VOC mAP@0.5 0.8952 (RBC 0.838,
 # WBC 0.997, Platelets 0.851) against 0.883 at 320 px; --tta (512 / 608 px x flip, weighted box
-# fusion) lowers it to 0.8766 (Platelets 0.797).
+# fusion) lowers it to 0.8766 (Platelets 0.797); flip alone at 512 px 0.8924, 448 / 512 px x flip
+# 0.8856: no TTA variant beats the single view.
 _base_ = ['./retinanet_r18_fpn_320_12e_bccd.py']
 img_scale = (512, 512)
 train_pipeline = [
