@@ -1,16 +1,18 @@
 """Assigners, match costs and samplers: hand cases, brute force and transformers parity."""
 import itertools
 import math
+import statistics
 
 import pytest
 import torch
 from mmengine.structures import InstanceData
-from torchvision.ops import box_convert, sigmoid_focal_loss
+from torchvision.ops import box_convert, box_iou, sigmoid_focal_loss
 
-from toolbox.models.task_utils import (ApproxMaxIoUAssigner, AssignResult, BBoxL1Cost,
+from toolbox.models.task_utils import (ApproxMaxIoUAssigner, AssignResult, ATSSAssigner,
+                                       BBoxL1Cost,
                                        ClassificationCost, FocalLossCost, HungarianAssigner,
                                        IoUCost, MaxIoUAssigner, PseudoSampler, RandomSampler)
-from toolbox.registry import TASK_UTILS
+from toolbox.registry import MODELS, TASK_UTILS
 
 
 def gts(bboxes, labels):
@@ -101,6 +103,98 @@ def test_assigners_build_from_registry():
     approx = TASK_UTILS.build(dict(type='ApproxMaxIoUAssigner', pos_iou_thr=0.5,
                                    neg_iou_thr=0.4))
     assert isinstance(approx, ApproxMaxIoUAssigner)
+
+
+# ---------------------------------------------------------------- ATSSAssigner
+
+def atss_by_hand(priors, level_ids, gt_boxes, topk):
+    """The ATSS rule written the slow way, one gt and one level at a time (Python floats)."""
+    iou = box_iou(priors, gt_boxes)
+    centres = ((priors[:, :2] + priors[:, 2:]) / 2).tolist()
+    positive_for = [[] for _ in range(len(priors))]
+    for g, (x1, y1, x2, y2) in enumerate(gt_boxes.tolist()):
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        candidates = []
+        for level in sorted(set(level_ids.tolist())):
+            members = [i for i in range(len(priors)) if level_ids[i] == level]
+            members.sort(key=lambda i: math.hypot(centres[i][0] - cx, centres[i][1] - cy))
+            candidates += members[:topk]
+        values = [iou[i, g].item() for i in candidates]
+        threshold = statistics.mean(values) + statistics.stdev(values)
+        for i in candidates:
+            px, py = centres[i]
+            if iou[i, g].item() >= threshold and \
+                    min(px - x1, py - y1, x2 - px, y2 - py) > 0.01:
+                positive_for[i].append(g)
+    return [0 if not gs else 1 + max(gs, key=lambda g: (iou[i, g].item(), -g))
+            for i, gs in enumerate(positive_for)]
+
+
+def test_atss_hand_case_adaptive_threshold():
+    # level 0: A, B nearest the gt (C is third, out of topk 2); level 1: E (the gt itself), F
+    priors = torch.tensor([[0., 0., 10., 10.], [0., 0., 20., 20.], [10., 10., 20., 20.],
+                           [0., 0., 12., 12.], [40., 40., 80., 80.]])
+    level_ids = torch.tensor([0, 0, 0, 1, 1])
+    gt = gts([[0, 0, 12, 12]], [4])
+    result = ATSSAssigner(topk=2).assign(InstanceData(priors=priors, level_ids=level_ids), gt)
+    # candidate IoUs A 100/144, B 144/400, E 1, F 0: threshold = mean + std = 0.9444, so only E
+    threshold = statistics.mean([100 / 144, 0.36, 1.0, 0.0]) + \
+        statistics.stdev([100 / 144, 0.36, 1.0, 0.0])
+    assert threshold == pytest.approx(0.94437, abs=1e-5)
+    assert result.gt_inds.tolist() == [0, 0, 0, 1, 0]
+    assert result.labels.tolist() == [-1, -1, -1, 4, -1]
+    torch.testing.assert_close(result.max_overlaps,
+                               torch.tensor([100 / 144, 0.36, 4 / 240, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2, 3])
+def test_atss_equals_the_rule_computed_by_hand(seed):
+    g = torch.Generator().manual_seed(seed)
+    priors = random_boxes(120, generator=g)
+    level_ids = torch.randint(0, 3, (120,), generator=g)
+    gt_boxes = random_boxes(6, generator=g)
+    gt = gts(gt_boxes, torch.arange(6))
+    result = ATSSAssigner(topk=5).assign(InstanceData(priors=priors, level_ids=level_ids), gt)
+    expected = atss_by_hand(priors, level_ids, gt_boxes, topk=5)
+    assert result.gt_inds.tolist() == expected
+    assert sum(e > 0 for e in expected) >= 6  # the case exercises positives
+    positive = result.gt_inds > 0
+    assert result.labels[positive].tolist() == (result.gt_inds[positive] - 1).tolist()
+
+
+def test_atss_empty_inputs_ignore_regions_and_missing_levels():
+    priors = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+    levels = torch.tensor([0, 0])
+    ignore = InstanceData(bboxes=torch.tensor([[18., 18., 32., 32.]]))
+    assigner = ATSSAssigner(topk=9, ignore_iof_thr=0.5)
+    no_gt = assigner.assign(InstanceData(priors=priors, level_ids=levels), gts([], []), ignore)
+    assert no_gt.gt_inds.tolist() == [0, -1] and no_gt.labels.tolist() == [-1, -1]
+    with_gt = assigner.assign(InstanceData(priors=priors, level_ids=levels),
+                              gts([[0, 0, 10, 10]], [2]), ignore)
+    assert with_gt.gt_inds.tolist() == [1, -1]
+    no_priors = assigner.assign(
+        InstanceData(priors=torch.zeros(0, 4), level_ids=torch.zeros(0, dtype=torch.long)),
+        gts([[0, 0, 10, 10]], [2]))
+    assert no_priors.num_preds == 0
+    with pytest.raises(ValueError, match='level_ids'):
+        assigner.assign(InstanceData(priors=priors), gts([[0, 0, 10, 10]], [2]))
+
+
+def test_retina_head_trains_with_the_atss_assigner():
+    head = MODELS.build(dict(
+        type='RetinaHead', num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
+        anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
+                              ratios=[1.0], strides=[8, 16]),
+        assigner=dict(type='ATSSAssigner', topk=9),
+        loss_bbox=dict(type='GIoULoss', loss_weight=2.0), reg_decoded_bbox=True))
+    feats = (torch.randn(2, 8, 8, 8), torch.randn(2, 8, 4, 4))
+    gt = [gts([[4, 4, 30, 30], [30, 20, 60, 60]], [0, 2]), gts([], [])]
+    losses = head.loss_by_feat(*head(feats), gt, [dict(img_shape=(64, 64))] * 2)
+    assert torch.isfinite(losses['loss_cls']) and losses['loss_bbox'] > 0
+    anchors = head.grid_priors(feats)
+    targets = head.get_targets(anchors, gt, [dict(img_shape=(64, 64))] * 2,
+                               num_level_priors=head.num_priors_per_level(feats))
+    assert targets.pos_mask[0].sum() > 0 and targets.pos_mask[1].sum() == 0
 
 
 # ---------------------------------------------------------------- ApproxMaxIoUAssigner

@@ -30,7 +30,8 @@ class RetinaHead(BaseDenseHead):
         anchor_generator: ``AnchorGenerator`` config (RetinaNet: octave_base_scale 4,
             scales_per_octave 3, ratios 0.5/1/2, strides 8..128).
         bbox_coder: box coder config (``DeltaXYWHBoxCoder``).
-        assigner: ``MaxIoUAssigner`` config (pos 0.5, neg 0.4, min_pos_iou 0).
+        assigner: ``MaxIoUAssigner`` config (pos 0.5, neg 0.4, min_pos_iou 0), or
+            ``ATSSAssigner`` (gets the priors' pyramid levels).
         sampler: ``PseudoSampler`` (every positive and negative anchor).
         loss_cls: ``FocalLoss`` config; loss_bbox: ``L1Loss``/``SmoothL1Loss`` on deltas or
             ``GIoULoss`` on decoded boxes (set ``reg_decoded_bbox=True``).
@@ -99,7 +100,8 @@ class RetinaHead(BaseDenseHead):
         cls_flat = self.flatten_levels(cls_scores, self.num_classes)  # (B, N, C)
         reg_flat = self.flatten_levels(bbox_preds, 4)  # (B, N, 4)
         targets = self.get_targets(anchors, batch_gt_instances, batch_img_metas,
-                                   batch_gt_instances_ignore)
+                                   batch_gt_instances_ignore,
+                                   num_level_priors=self.num_priors_per_level(cls_scores))
         loss_cls = self.loss_cls(cls_flat.reshape(-1, self.num_classes),
                                  targets.labels.reshape(-1),
                                  weight=targets.label_weights.reshape(-1),

@@ -172,7 +172,8 @@ class BaseDenseHead(BaseModule, metaclass=abc.ABCMeta):
 
     def get_targets(self, priors: Tensor, batch_gt_instances, batch_img_metas,
                     batch_gt_instances_ignore=None, background_label: int | None = None,
-                    class_agnostic: bool = False, encode: bool = True) -> DenseTargets:
+                    class_agnostic: bool = False, encode: bool = True,
+                    num_level_priors: list[int] | None = None) -> DenseTargets:
         """Assign and sample every image, then encode box targets.
 
         Args:
@@ -185,17 +186,24 @@ class BaseDenseHead(BaseModule, metaclass=abc.ABCMeta):
             class_agnostic: every object gets label 0 (objectness, RPN / RefineDet's ARM).
             encode: encode box targets with ``bbox_coder`` (ignored with
                 ``reg_decoded_bbox``, which targets the gt boxes).
+            num_level_priors: priors per pyramid level, in the order of ``priors``; when given
+                the assigner also gets ``level_ids`` (N,) (what ``ATSSAssigner`` needs).
         """
         background = self.num_classes if background_label is None else background_label
         num_images = len(batch_gt_instances)
         ignores = batch_gt_instances_ignore or [None] * num_images
         labels, label_weights, targets, pos_masks, neg_masks = [], [], [], [], []
+        level_ids = None if num_level_priors is None else torch.repeat_interleave(
+            torch.arange(len(num_level_priors), device=priors.device),
+            torch.as_tensor(num_level_priors, device=priors.device))
         for i in range(num_images):
             image_priors = priors[i] if priors.dim() == 3 else priors
             gt = batch_gt_instances[i]
             if class_agnostic:
                 gt = InstanceData(bboxes=gt.bboxes, labels=torch.zeros_like(gt.labels))
             pred = InstanceData(priors=image_priors)
+            if level_ids is not None:
+                pred.level_ids = level_ids
             assigned = self.assigner.assign(pred, gt, ignores[i], batch_img_metas[i])
             sampled = self.sampler.sample(assigned, pred, gt)
             n = image_priors.shape[0]

@@ -1,6 +1,6 @@
 from .anchors import AnchorGenerator
-from .assigners import (ApproxMaxIoUAssigner, AssignResult, BaseAssigner, HungarianAssigner,
-                        MaxIoUAssigner)
+from .assigners import (ApproxMaxIoUAssigner, AssignResult, ATSSAssigner, BaseAssigner,
+                        HungarianAssigner, MaxIoUAssigner)
 from .coders import DeltaXYWHBoxCoder
 from .match_costs import BaseMatchCost, BBoxL1Cost, ClassificationCost, FocalLossCost, IoUCost
 from .postprocess import (centers_inside, clip_to_image_shapes, detections_from_levels,
@@ -10,7 +10,7 @@ from .samplers import BaseSampler, PseudoSampler, RandomSampler, SamplingResult
 
 __all__ = ['AnchorGenerator', 'DeltaXYWHBoxCoder', 'MaxIoUAssigner', 'AssignResult',
            'nms_instances', 'nonempty_boxes', 'centers_inside', 'select_topk_candidates',
-           'BaseAssigner', 'ApproxMaxIoUAssigner',
+           'BaseAssigner', 'ApproxMaxIoUAssigner', 'ATSSAssigner',
            'HungarianAssigner', 'BaseMatchCost', 'ClassificationCost', 'FocalLossCost',
            'BBoxL1Cost', 'IoUCost', 'BaseSampler', 'PseudoSampler', 'RandomSampler',
            'SamplingResult', 'clip_to_image_shapes', 'proposals_from_levels', 'topk_per_image',

@@ -6,6 +6,8 @@ img_meta=None) -> AssignResult``; what it reads from ``pred_instances`` depends 
 * :class:`MaxIoUAssigner`: ``priors`` (N, 4), anchors or proposals;
 * :class:`ApproxMaxIoUAssigner`: ``priors`` (N, 4) squares and ``approxs`` (N * k, 4) or
   (N, k, 4), k approximate anchors per location (Guided Anchoring);
+* :class:`ATSSAssigner`: ``priors`` (N, 4) and ``level_ids`` (N,) int64, the pyramid level of
+  each prior (``BaseDenseHead.get_targets(num_level_priors=...)`` adds it);
 * :class:`HungarianAssigner`: whatever its match costs read (``scores``, ``bboxes``).
 
 ``gt_instances`` has ``bboxes`` (G, 4) and ``labels`` (G,) int64; ``gt_instances_ignore`` has
@@ -201,6 +203,122 @@ class ApproxMaxIoUAssigner(MaxIoUAssigner):
         result = self.assign_wrt_overlaps(overlaps, gt_instances.labels)
         self._ignore_(result, squares, gt_instances_ignore)
         return result
+
+
+@TASK_UTILS.register_module()
+class ATSSAssigner(BaseAssigner):
+    """Adaptive training sample selection (ATSS, Zhang et al. CVPR 2020), vectorised.
+
+    For every gt g:
+
+    1. candidates: on each pyramid level, the ``topk`` priors whose centres are nearest to g's
+       centre (all of the level's priors when it has fewer);
+    2. threshold t_g = mean + std (unbiased) of the candidates' IoUs with g;
+    3. a candidate is positive for g when its IoU >= t_g and its centre lies inside g (more
+       than 0.01 px from every side);
+    4. a prior positive for several gts goes to the one with the highest IoU (the first gt on
+       ties); every other prior is negative (``max_overlaps`` is then its best IoU).
+
+    Priors whose intersection with an ignored box over their own area exceeds
+    ``ignore_iof_thr`` are left out of the candidates and ignored (-1) unless positive, as in
+    :class:`MaxIoUAssigner` (off when ``ignore_iof_thr`` <= 0).
+
+    The threshold adapts to each object's statistics, so the positives no longer depend on a
+    hand-set IoU (RetinaNet's 0.5 / 0.4), and one square anchor per location suffices (the
+    paper's ``octave_base_scale=8, scales_per_octave=1, ratios=[1.0]``).
+
+    Args:
+        topk: candidates per level and gt (9 in the paper).
+        ignore_iof_thr: see above.
+
+    Reads ``pred_instances.priors`` (N, 4) and ``pred_instances.level_ids`` (N,), the level of
+    each prior; level ids need not be sorted.
+    """
+
+    def __init__(self, topk: int = 9, ignore_iof_thr: float = -1):
+        if topk < 1:
+            raise ValueError(f'topk must be >= 1, got {topk}')
+        self.topk = int(topk)
+        self.ignore_iof_thr = ignore_iof_thr
+
+    def assign(self, pred_instances, gt_instances, gt_instances_ignore=None,
+               img_meta: dict | None = None) -> AssignResult:
+        priors = pred_instances.priors
+        if 'level_ids' not in pred_instances:
+            raise ValueError('ATSSAssigner needs pred_instances.level_ids (N,), the pyramid '
+                             'level of each prior: pass num_level_priors to get_targets')
+        level_ids = pred_instances.level_ids.long()
+        gt_bboxes, gt_labels = gt_instances.bboxes, gt_instances.labels
+        num_gts, num_preds = gt_bboxes.shape[0], priors.shape[0]
+        gt_inds = priors.new_zeros((num_preds,), dtype=torch.long)
+        labels = priors.new_full((num_preds,), -1, dtype=torch.long)
+        ignored = self._ignored_priors(priors, gt_instances_ignore)
+        if num_gts == 0 or num_preds == 0:
+            if ignored is not None:
+                gt_inds[ignored] = -1
+            return AssignResult(num_gts, gt_inds, priors.new_zeros(num_preds), labels)
+
+        overlaps = box_iou(priors, gt_bboxes)  # (N, G)
+        prior_centres = (priors[:, :2] + priors[:, 2:]) / 2
+        gt_centres = (gt_bboxes[:, :2] + gt_bboxes[:, 2:]) / 2
+        distances = torch.cdist(prior_centres, gt_centres)  # (N, G)
+        if ignored is not None:
+            distances[ignored] = float('inf')
+
+        # 1. per level, the topk nearest priors of every gt: (K, G) indices into the N priors
+        num_levels = int(level_ids.max()) + 1
+        candidates = []
+        for level in range(num_levels):  # a handful of levels, not a loop over boxes
+            level_inds = torch.nonzero(level_ids == level).squeeze(1)
+            if level_inds.numel() == 0:
+                continue
+            k = min(self.topk, level_inds.numel())
+            nearest = distances[level_inds].topk(k, dim=0, largest=False).indices  # (k, G)
+            candidates.append(level_inds[nearest])
+        candidates = torch.cat(candidates)  # (K, G)
+        gt_range = torch.arange(num_gts, device=priors.device)
+        candidate_ious = overlaps[candidates, gt_range]  # (K, G)
+        if ignored is not None:
+            candidate_ious = candidate_ious.masked_fill(ignored[candidates], float('nan'))
+
+        # 2-3. adaptive threshold and centre-inside test
+        threshold = _nanmean(candidate_ious) + _nanstd(candidate_ious)  # (G,)
+        centres = prior_centres[candidates]  # (K, G, 2)
+        inside = torch.cat([centres - gt_bboxes[None, :, :2],
+                            gt_bboxes[None, :, 2:] - centres], dim=2).amin(dim=2) > 0.01
+        is_pos = (candidate_ious >= threshold[None]) & inside  # NaN (ignored) compares False
+
+        # 4. resolve priors claimed by several gts by IoU
+        claimed = torch.full_like(overlaps, -1.0)  # (N, G): IoU where positive for that gt
+        claimed[candidates[is_pos], gt_range.expand_as(candidates)[is_pos]] = \
+            candidate_ious[is_pos]
+        best_iou, best_gt = claimed.max(dim=1)
+        positive = best_iou >= 0
+        gt_inds[positive] = best_gt[positive] + 1
+        labels[positive] = gt_labels[best_gt[positive]].long()
+        result = AssignResult(num_gts, gt_inds, overlaps.max(dim=1).values, labels)
+        if ignored is not None:
+            result.gt_inds[ignored & ~positive] = -1
+        return result
+
+    def _ignored_priors(self, priors, gt_instances_ignore):
+        """(N,) bool, priors inside an ignored region, or None when nothing is ignored."""
+        if self.ignore_iof_thr <= 0 or gt_instances_ignore is None \
+                or gt_instances_ignore.bboxes.numel() == 0 or priors.numel() == 0:
+            return None
+        return _iof(priors, gt_instances_ignore.bboxes).max(dim=1).values > self.ignore_iof_thr
+
+
+def _nanmean(x: torch.Tensor) -> torch.Tensor:
+    return torch.nanmean(x, dim=0)
+
+
+def _nanstd(x: torch.Tensor) -> torch.Tensor:
+    """Unbiased std over dim 0 ignoring NaN (torch has no nanstd); 0 with < 2 values."""
+    valid = ~torch.isnan(x)
+    count = valid.sum(dim=0)
+    centred = torch.where(valid, x - _nanmean(x)[None], torch.zeros_like(x))
+    return (centred.pow(2).sum(dim=0) / (count - 1).clamp(min=1)).sqrt()
 
 
 @TASK_UTILS.register_module()
