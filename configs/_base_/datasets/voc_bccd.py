@@ -33,7 +33,10 @@ val_dataloader = dict(
                  data_prefix=dict(img='JPEGImages', ann='Annotations'),
                  test_mode=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='VOCMetric', iou_thrs=0.5, eval_mode='area')
+# VOC AP@0.5 (the BCCD literature's number) and COCO box AP over IoU 0.5:0.95 (localisation
+# quality), the latter with ground truth built in memory from the VOC annotations
+val_evaluator = [dict(type='VOCMetric', iou_thrs=0.5, eval_mode='area'),
+                 dict(type='CocoMetric', metric='bbox', classwise=True)]
 test_evaluator = val_evaluator
 # Validation loss (train-frame ground truth, no random augmentation), logged next to the metrics
 val_loss_pipeline = [
