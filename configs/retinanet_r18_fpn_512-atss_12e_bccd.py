@@ -14,6 +14,7 @@ model = dict(bbox_head=dict(
 # 0.844, WBC 0.989, Platelets 0.864) and COCO box mAP 0.5713 (AP75 0.596), against 0.8952 /
 # 0.5447 (AP75 0.558) with max-IoU assignment: our best BCCD detector; the better-placed
 # positives show most at the stricter IoUs (RBC AP75 0.660 vs 0.591, WBC 0.909 vs 0.847).
+# At 576 px (train and val; 29 min): 0.8876 / 0.5563 (Platelets 0.827): larger input hurts.
 # --tta (views chosen on val): 480 / 512 / 544 px x flip, weighted box fusion: VOC mAP@0.5
 # 0.9039 (RBC 0.857, WBC 0.989, Platelets 0.866), COCO box mAP 0.5844 (AP75 0.649), 1.5 min;
 # flip alone at 512 px: 0.9017 / 0.5796. (The max-IoU model lost with every TTA variant.)
