@@ -11,7 +11,7 @@ import math
 import torch
 from mmcv.cnn import ConvModule, build_activation_layer
 from mmengine.structures import InstanceData
-from torch import nn
+from torch import Tensor, nn
 
 from toolbox.models.bases import BaseDenseHead
 from toolbox.models.layers import build_norm_layer, resolve_norm_cfg
@@ -117,11 +117,14 @@ class RetinaHead(BaseDenseHead):
 
     @torch.no_grad()
     def predict_by_feat(self, cls_scores, bbox_preds, batch_img_metas,
-                        cfg: dict | None = None) -> list[InstanceData]:
+                        cfg: dict | None = None, score_factors: list[Tensor] | None = None
+                        ) -> list[InstanceData]:
         """Per image: sigmoid scores of the anchors centred inside the image (not in its
         padding), ``nms_pre`` best per level above ``score_thr``, decode, class-aware NMS
         (batched over the images: :func:`~toolbox.models.task_utils.detections_from_levels`).
-        Boxes are in the input (resized) frame, clipped to ``img_shape``."""
+        Boxes are in the input (resized) frame, clipped to ``img_shape``. ``score_factors``:
+        per level (B, N_l) quality probabilities that multiply the selected scores
+        (:class:`ATSSHead`'s centre-ness)."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         per_level_anchors = self.prior_generator.grid_anchors(
             [tuple(m.shape[-2:]) for m in cls_scores], device=cls_scores[0].device)
@@ -130,7 +133,7 @@ class RetinaHead(BaseDenseHead):
                   for m in cls_scores]
         deltas = [m.permute(0, 2, 3, 1).reshape(num_images, -1, 4) for m in bbox_preds]
         return detections_from_levels(scores, deltas, per_level_anchors, self.bbox_coder,
-                                      batch_img_metas, cfg)
+                                      batch_img_metas, cfg, score_factors)
 
 
 @MODELS.register_module()

@@ -154,8 +154,8 @@ def proposals_from_levels(logits: list[Tensor], deltas: list[Tensor], priors: li
 
 
 def detections_from_levels(scores: list[Tensor], deltas: list[Tensor], priors: list[Tensor],
-                           bbox_coder, batch_img_metas: list[dict], cfg: dict
-                           ) -> list[InstanceData]:
+                           bbox_coder, batch_img_metas: list[dict], cfg: dict,
+                           score_factors: list[Tensor] | None = None) -> list[InstanceData]:
     """Batched multi-class dense-head post-processing (RetinaNet's test path): per level the
     (anchor, class) pairs above ``score_thr`` of each image, anchors centred in an image's
     padding skipped, the ``nms_pre`` best of them per image, decoded and clipped to
@@ -174,6 +174,10 @@ def detections_from_levels(scores: list[Tensor], deltas: list[Tensor], priors: l
         bbox_coder: decodes ``(priors, deltas)``.
         batch_img_metas: per image metainfo with ``img_shape``.
         cfg: ``score_thr``, ``nms_pre`` (<= 0: all), ``iou_threshold``, ``max_per_img``.
+        score_factors: per level (B, N_l) quality scores in [0, 1] (ATSS / FCOS centre-ness)
+            or ``None``. The threshold and ``nms_pre`` read the class probabilities alone;
+            the kept candidates' scores are then multiplied by their prior's factor, and NMS
+            and the output use the product (MMDetection's ``score_factors``).
 
     Returns:
         one ``InstanceData`` per image: ``bboxes`` (K, 4) input frame, ``scores`` (K,),
@@ -183,7 +187,9 @@ def detections_from_levels(scores: list[Tensor], deltas: list[Tensor], priors: l
     device = scores[0].device
     shapes = torch.tensor([m['img_shape'][:2] for m in batch_img_metas], device=device)
     all_boxes, all_scores, all_labels, all_images = [], [], [], []
-    for lvl_scores, lvl_deltas, lvl_priors in zip(scores, deltas, priors):
+    score_factors = score_factors or [None] * len(scores)
+    for lvl_scores, lvl_deltas, lvl_priors, lvl_factors in zip(scores, deltas, priors,
+                                                                score_factors):
         centres = (lvl_priors[:, :2] + lvl_priors[:, 2:]) / 2  # (N_l, 2)
         inside = (centres < shapes.flip(-1)[:, None].to(centres.dtype)).all(-1)  # (B, N_l)
         image, anchor, label = ((lvl_scores > cfg['score_thr']) & inside[..., None]).nonzero(
@@ -193,6 +199,8 @@ def detections_from_levels(scores: list[Tensor], deltas: list[Tensor], priors: l
             order = top.argsort(descending=True)
             best = order[rank_within_groups(image[order], num_images) < cfg['nms_pre']]
             image, anchor, label, top = image[best], anchor[best], label[best], top[best]
+        if lvl_factors is not None:
+            top = top * lvl_factors[image, anchor]
         boxes = bbox_coder.decode(lvl_priors[anchor], lvl_deltas[image, anchor])
         all_boxes.append(clip_to_image_shapes(boxes, shapes[image]))
         all_scores.append(top)
