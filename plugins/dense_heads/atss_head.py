@@ -84,11 +84,7 @@ class ATSSHead(RetinaHead):
                              f'{len(feats)} maps')
         cls_scores, bbox_preds, centernesses = [], [], []
         for x, scale in zip(feats, self.scales):
-            cls_feat, reg_feat = x, x
-            for conv in self.cls_convs:
-                cls_feat = conv(cls_feat)
-            for conv in self.reg_convs:
-                reg_feat = conv(reg_feat)
+            cls_feat, reg_feat = self.subnet_features(x)
             cls_scores.append(self.retina_cls(cls_feat))
             bbox_preds.append(scale(self.retina_reg(reg_feat)))
             centernesses.append(self.atss_centerness(reg_feat))
@@ -96,17 +92,10 @@ class ATSSHead(RetinaHead):
 
     def loss_by_feat(self, cls_scores, bbox_preds, centernesses, batch_gt_instances,
                      batch_img_metas, batch_gt_instances_ignore=None) -> dict[str, Tensor]:
-        anchors = self.grid_priors(cls_scores)
-        cls_flat = self.flatten_levels(cls_scores, self.num_classes)  # (B, N, C)
+        anchors, targets, loss_cls = self.anchors_targets_and_cls_loss(
+            cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
         reg_flat = self.flatten_levels(bbox_preds, 4)  # (B, N, 4)
         centerness_flat = self.flatten_levels(centernesses, 1)[..., 0]  # (B, N)
-        targets = self.get_targets(anchors, batch_gt_instances, batch_img_metas,
-                                   batch_gt_instances_ignore,
-                                   num_level_priors=self.num_priors_per_level(cls_scores))
-        loss_cls = self.loss_cls(cls_flat.reshape(-1, self.num_classes),
-                                 targets.labels.reshape(-1),
-                                 weight=targets.label_weights.reshape(-1),
-                                 avg_factor=targets.avg_factor)
         pos = targets.pos_mask
         if not pos.any():  # zeros connected to the branches (DDP sees every parameter used)
             return dict(loss_cls=loss_cls, loss_bbox=reg_flat.sum() * 0,
@@ -121,7 +110,7 @@ class ATSSHead(RetinaHead):
             pos_pred = self.bbox_coder.decode(pos_anchors, pos_pred)
         loss_bbox = self.loss_bbox(pos_pred, pos_targets, weight=centerness,
                                    avg_factor=self.avg_factor(centerness.sum().item(),
-                                                              cls_flat.device))
+                                                              reg_flat.device))
         loss_centerness = self.loss_centerness(centerness_flat[pos][:, None],
                                                centerness[:, None],
                                                avg_factor=targets.avg_factor)

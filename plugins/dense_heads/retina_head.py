@@ -82,23 +82,30 @@ class RetinaHead(BaseDenseHead):
         nn.init.constant_(self.retina_cls.bias,
                           -math.log((1 - self.prior_prob) / self.prior_prob))
 
+    def subnet_features(self, x):
+        """One level's (B, C_in, H, W) map through the class and box subnets -> two
+        (B, feat_channels, H, W) maps."""
+        cls_feat, reg_feat = x, x
+        for conv in self.cls_convs:
+            cls_feat = conv(cls_feat)
+        for conv in self.reg_convs:
+            reg_feat = conv(reg_feat)
+        return cls_feat, reg_feat
+
     def forward(self, feats):
         cls_scores, bbox_preds = [], []
         for x in feats:
-            cls_feat, reg_feat = x, x
-            for conv in self.cls_convs:
-                cls_feat = conv(cls_feat)
-            for conv in self.reg_convs:
-                reg_feat = conv(reg_feat)
+            cls_feat, reg_feat = self.subnet_features(x)
             cls_scores.append(self.retina_cls(cls_feat))
             bbox_preds.append(self.retina_reg(reg_feat))
         return cls_scores, bbox_preds
 
-    def loss_by_feat(self, cls_scores, bbox_preds, batch_gt_instances, batch_img_metas,
-                     batch_gt_instances_ignore=None) -> dict[str, torch.Tensor]:
+    def anchors_targets_and_cls_loss(self, cls_scores, batch_gt_instances, batch_img_metas,
+                                     batch_gt_instances_ignore=None):
+        """The part of the loss every anchor head of this family shares: the anchors (N, 4),
+        their assigned ``DenseTargets`` and the classification loss over every anchor."""
         anchors = self.grid_priors(cls_scores)
         cls_flat = self.flatten_levels(cls_scores, self.num_classes)  # (B, N, C)
-        reg_flat = self.flatten_levels(bbox_preds, 4)  # (B, N, 4)
         targets = self.get_targets(anchors, batch_gt_instances, batch_img_metas,
                                    batch_gt_instances_ignore,
                                    num_level_priors=self.num_priors_per_level(cls_scores))
@@ -106,6 +113,13 @@ class RetinaHead(BaseDenseHead):
                                  targets.labels.reshape(-1),
                                  weight=targets.label_weights.reshape(-1),
                                  avg_factor=targets.avg_factor)
+        return anchors, targets, loss_cls
+
+    def loss_by_feat(self, cls_scores, bbox_preds, batch_gt_instances, batch_img_metas,
+                     batch_gt_instances_ignore=None) -> dict[str, torch.Tensor]:
+        anchors, targets, loss_cls = self.anchors_targets_and_cls_loss(
+            cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
+        reg_flat = self.flatten_levels(bbox_preds, 4)  # (B, N, 4)
         pos = targets.pos_mask
         pos_pred = reg_flat[pos]
         if self.reg_decoded_bbox:
