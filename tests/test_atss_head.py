@@ -106,3 +106,9 @@ def test_atss_config_builds_the_full_head():
     extra = sum(p.numel() for p in model.parameters()) - sum(
         p.numel() for p in base.parameters())
     assert extra == 128 * 9 + 1 + 4
+
+
+def test_forward_names_a_level_count_mismatch():
+    head = MODELS.build(HEAD)
+    with pytest.raises(ValueError, match='scales for 2 levels, got 1 maps'):
+        head(_feats()[:1])

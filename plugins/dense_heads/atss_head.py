@@ -47,13 +47,12 @@ def centerness_targets(priors: Tensor, gt_bboxes: Tensor, eps: float = 1e-6) -> 
 
 @MODELS.register_module()
 class ATSSHead(RetinaHead):
-    """RetinaNet subnets plus a centre-ness conv on the box subnet and a ``Scale`` per level.
+    """RetinaNet subnets plus a centre-ness conv on the box subnet and a learnable ``Scale``
+    (init 1) on the box deltas of each level (one per anchor stride).
 
     Args:
         loss_centerness: binary cross-entropy on the centre-ness logits (``FocalLoss`` with
             ``gamma=0.0, alpha=-1.0``; averaged over the positives).
-        num_levels: pyramid levels (one learnable ``Scale``, init 1, on each level's box
-            deltas); must equal the anchor generator's number of strides.
         other arguments: :class:`RetinaHead` (the paper: ``ATSSAssigner`` with topk 9, one
             square anchor per location of octave base scale 8, ``GIoULoss`` with weight 2 on
             decoded boxes, GN in the subnets).
@@ -65,16 +64,12 @@ class ATSSHead(RetinaHead):
     def __init__(self, num_classes: int, in_channels: int, anchor_generator: dict,
                  loss_centerness: dict = dict(type='FocalLoss', gamma=0.0, alpha=-1.0,
                                               loss_weight=1.0),
-                 num_levels: int | None = None, **kwargs):
+                 **kwargs):
         kwargs.setdefault('assigner', dict(type='ATSSAssigner', topk=9))
         super().__init__(num_classes, in_channels, anchor_generator, **kwargs)
-        strides = self.prior_generator.strides
-        if num_levels is not None and num_levels != len(strides):
-            raise ValueError(f'ATSSHead: num_levels={num_levels} but the anchor generator has '
-                             f'{len(strides)} strides {strides}')
         num_anchors = self.prior_generator.num_base_anchors[0]
         self.atss_centerness = nn.Conv2d(self.retina_reg.in_channels, num_anchors, 3, padding=1)
-        self.scales = nn.ModuleList(Scale(1.0) for _ in strides)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in self.prior_generator.strides)
         self.loss_centerness = MODELS.build(loss_centerness)
         self.reset_parameters()
 
