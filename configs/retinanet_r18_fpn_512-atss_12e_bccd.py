@@ -12,8 +12,9 @@ model = dict(bbox_head=dict(
     assigner=dict(_delete_=True, type='ATSSAssigner', topk=9)))
 # Measured (seed 0, 2 CPU cores, 19 min, 3.5-3.7 s/iteration): val VOC mAP@0.5 0.8988 (RBC
 # 0.844, WBC 0.989, Platelets 0.864) and COCO box mAP 0.5713 (AP75 0.596), against 0.8952 /
-# 0.5447 (AP75 0.558) with max-IoU assignment: our best BCCD detector at IoU 0.5; the better-placed
-# positives show most at the stricter IoUs (RBC AP75 0.660 vs 0.591, WBC 0.909 vs 0.847).
+# 0.5447 (AP75 0.558) with max-IoU assignment; the better-placed positives show most at the
+# stricter IoUs (RBC AP75 0.660 vs 0.591, WBC 0.909 vs 0.847). atss_r18_fpn_512_12e_bccd.py
+# adds the paper's centre-ness head.
 # At 576 px (train and val; 29 min): 0.8876 / 0.5563 (Platelets 0.827): larger input hurts.
 # --tta (views chosen on val): 480 / 512 / 544 px x flip, weighted box fusion: VOC mAP@0.5
 # 0.9039 (RBC 0.857, WBC 0.989, Platelets 0.866), COCO box mAP 0.5844 (AP75 0.649), 1.5 min;
