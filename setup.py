@@ -60,6 +60,7 @@ setup(
             'necks.channel_mapper = toolbox_plugins.necks.channel_mapper',
             'dense_heads.retina_head = toolbox_plugins.dense_heads.retina_head',
             'dense_heads.atss_head = toolbox_plugins.dense_heads.atss_head',
+            'dense_heads.gfl_head = toolbox_plugins.dense_heads.gfl_head',
             'dense_heads.refinedet_head = toolbox_plugins.dense_heads.refinedet_head',
             'dense_heads.rpn_head = toolbox_plugins.dense_heads.rpn_head',
             'dense_heads.guided_anchor_head = toolbox_plugins.dense_heads.guided_anchor_head',

@@ -180,6 +180,23 @@ def box_iou(boxes1, boxes2):
     return (inter / safe_union) * (union > 0)
 
 
+def paired_box_iou(boxes1, boxes2):
+    """(N,) IoU of the pairs ``(boxes1[i], boxes2[i])`` of two (N, 4) ``xyxy`` arrays: the
+    diagonal of :func:`box_iou` without its N x N matrix. An empty union gives 0."""
+    boxes1, boxes2 = _as_boxes(boxes1), _as_boxes(boxes2)
+    if isinstance(boxes1, torch.Tensor):
+        wh = (torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+              - torch.maximum(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
+    else:
+        wh = np.clip(np.minimum(boxes1[..., 2:], boxes2[..., 2:])
+                     - np.maximum(boxes1[..., :2], boxes2[..., :2]), 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_areas(boxes1) + box_areas(boxes2) - inter
+    safe_union = union.clamp(min=1e-12) if isinstance(union, torch.Tensor) else \
+        np.where(union > 0, union, 1.0)
+    return (inter / safe_union) * (union > 0)
+
+
 def boxes_to_original(boxes, meta: Mapping):
     """Map (..., 4) ``xyxy`` boxes from the pipeline's output frame back to the original image.
 

@@ -1,4 +1,6 @@
-"""Box coders: ``xyxy`` boxes <-> regression targets relative to reference boxes."""
+"""Box coders: ``xyxy`` boxes <-> regression targets relative to reference boxes or points."""
+from __future__ import annotations
+
 import math
 
 import torch
@@ -48,6 +50,45 @@ class DeltaXYWHBoxCoder:
         cx, cy = px + deltas[..., 0] * pw, py + deltas[..., 1] * ph
         w, h = pw * dw.exp(), ph * dh.exp()
         out = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+        if max_shape is not None and self.clip_border:
+            out = clip_boxes(out, max_shape)
+        return out
+
+
+@TASK_UTILS.register_module()
+class DistancePointBBoxCoder:
+    """Boxes as distances ``(left, top, right, bottom)`` from a point to their four sides
+    (FCOS, GFL). Points are (..., 2) ``xy``, or (..., 4) ``xyxy`` priors whose centres are the
+    points (anchor-based heads that regress distances, e.g. :class:`GFLHead`). Distances
+    are in the frame of the points (pixels), not normalised.
+
+    Args:
+        clip_border: clip decoded boxes to ``max_shape`` when it is given.
+    """
+
+    def __init__(self, clip_border: bool = True):
+        self.clip_border = clip_border
+
+    @staticmethod
+    def points_of(priors: torch.Tensor) -> torch.Tensor:
+        return (priors[..., :2] + priors[..., 2:]) / 2 if priors.shape[-1] == 4 else priors
+
+    def encode(self, points: torch.Tensor, gt_boxes: torch.Tensor, max_dis: float | None = None,
+               eps: float = 0.1) -> torch.Tensor:
+        """(..., 4) distances from each point to its box's sides; with ``max_dis`` clamped to
+        ``[0, max_dis - eps]`` (GFL's distribution support)."""
+        points = self.points_of(points)
+        distances = torch.cat([points - gt_boxes[..., :2], gt_boxes[..., 2:] - points], dim=-1)
+        if max_dis is not None:
+            distances = distances.clamp(min=0, max=max_dis - eps)
+        return distances
+
+    def decode(self, points: torch.Tensor, distances: torch.Tensor,
+               max_shape=None) -> torch.Tensor:
+        """(..., 4) ``xyxy`` boxes ``(x - l, y - t, x + r, y + b)``; clipped to
+        ``max_shape = (h, w)`` if given."""
+        points = self.points_of(points)
+        out = torch.cat([points - distances[..., :2], points + distances[..., 2:]], dim=-1)
         if max_shape is not None and self.clip_border:
             out = clip_boxes(out, max_shape)
         return out
