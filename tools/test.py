@@ -1,6 +1,9 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [options]``.
 
 ``--format-only`` writes a COCO result json (e.g. for test-dev) instead of evaluating.
+``--out FILE.pkl`` also pickles every test sample with its predictions (mmengine's
+``DumpResults`` metric; boxes in the original image frame): what
+``tools/analysis/fuse_results.py`` fuses across models.
 ``--save-nifti DIR`` writes each volume prediction as ``DIR/<case>.nii.gz`` (labels in the
 original voxel grid, with the input file's affine; ``SaveNiftiHook``).
 The checkpoint is loaded with ``weights_only=True``.
@@ -45,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument('--outfile-prefix', default=None,
                         help='prefix of the result json for --format-only '
                              '(writes <prefix>.bbox.json)')
+    parser.add_argument('--out', metavar='FILE.pkl', default=None,
+                        help='also pickle the test samples with their predictions '
+                             '(for tools/analysis/fuse_results.py)')
     parser.add_argument('--save-nifti', metavar='DIR', default=None,
                         help='write each volume prediction as DIR/<case>.nii.gz with the '
                              "input's affine (3D segmentation)")
@@ -101,6 +107,13 @@ def use_tta(cfg, config_path: str):
     return cfg
 
 
+def add_test_metric(cfg, metric: dict):
+    """Append ``metric`` to ``cfg.test_evaluator`` (one config or a list of them)."""
+    evaluators = cfg.test_evaluator
+    cfg.test_evaluator = (list(evaluators) if isinstance(evaluators, list)
+                          else [evaluators]) + [metric]
+
+
 def main(argv=None):
     args = parse_args(argv)
     from toolbox.engine import (build_runner, check_data_paths, close_distributed,
@@ -123,6 +136,8 @@ def main(argv=None):
             elif not evaluator.get('outfile_prefix'):
                 raise ValueError('--format-only needs --outfile-prefix (or '
                                  'test_evaluator.outfile_prefix in the config)')
+    if args.out:
+        add_test_metric(cfg, dict(type='DumpResults', out_file_path=args.out))
     if args.save_nifti:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='SaveNiftiHook', out_dir=args.save_nifti)]
@@ -133,13 +148,10 @@ def main(argv=None):
     if args.confusion_matrix or args.pr_curves:
         if cfg.get('work_dir') is None:  # the default build_runner would give it
             cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
-        evaluators = cfg.test_evaluator
-        cfg.test_evaluator = (list(evaluators) if isinstance(evaluators, list)
-                              else [evaluators]) + [dict(
-                                  type='PredictionAnalysisMetric', out_dir=cfg.work_dir,
-                                  confusion=args.confusion_matrix, pr_curves=args.pr_curves,
-                                  score_thr=args.analysis_score_thr,
-                                  iou_thr=args.analysis_iou_thr)]
+        add_test_metric(cfg, dict(
+            type='PredictionAnalysisMetric', out_dir=cfg.work_dir,
+            confusion=args.confusion_matrix, pr_curves=args.pr_curves,
+            score_thr=args.analysis_score_thr, iou_thr=args.analysis_iou_thr))
     check_data_paths(cfg, ('test',))
     init_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
