@@ -229,6 +229,42 @@ def test_head_rejects_an_input_that_does_not_match_the_grid():
         head(backbone(x))
 
 
+def test_patch_8_head_drops_one_level():
+    """patch 8 -> three CNN levels: encoder2 = init + 1 block (S/2), encoder3 = init only (S/4),
+    decoder4 reads the ViT map; the parameter count is the patch-16 head's minus encoder4,
+    decoder5, encoder2's second block and encoder3's block, with decoder4's transposed conv
+    taking the hidden width (hidden -> 4f, 2^3 taps) instead of 8f -> 4f."""
+    hidden, f = 48, 8
+    common = dict(type='UNETRHead', in_channels=hidden, num_classes=3, input_channels=1,
+                  feature_size=f, spatial_dims=3)
+    head16 = MODELS.build(common)
+    head8 = MODELS.build(dict(common, patch_size=8))
+    dropped = num_params(head16.encoder4, head16.decoder5, head16.encoder2.blocks[1],
+                         head16.encoder3.blocks[0], head16.decoder4.transp_conv)
+    assert num_params(head8) == num_params(head16) - dropped + hidden * 4 * f * 8
+    assert not hasattr(head8, 'encoder4') and not hasattr(head8, 'decoder5')
+    assert head8.in_index == (0, 1, 2)
+
+    torch.manual_seed(0)
+    backbone = MODELS.build(dict(type='ViT', in_channels=1, img_size=(16, 24, 16), patch_size=8,
+                                 hidden_size=hidden, mlp_dim=96, num_heads=4,
+                                 out_indices=(4, 8, 12)))
+    x = torch.randn(2, 1, 16, 24, 16)
+    feats = backbone(x)
+    assert head8.encoder2(feats[0]).shape == (2, 2 * f, 8, 12, 8)
+    assert head8.encoder3(feats[1]).shape == (2, 4 * f, 4, 6, 4)
+    logits = head8(feats, inputs=x)
+    assert logits.shape == (2, 3, 16, 24, 16)
+    logits.square().mean().backward()
+    assert [n for n, p in head8.named_parameters() if p.grad is None] == []
+    with pytest.raises(ValueError, match='8 x the ViT grid'):
+        head8(feats, inputs=torch.randn(2, 1, 32, 48, 32))
+    with pytest.raises(ValueError, match='power of two'):
+        MODELS.build(dict(common, patch_size=12))
+    with pytest.raises(ValueError, match='needs 3 entries'):
+        MODELS.build(dict(common, patch_size=8, in_index=(0, 1, 2, 3)))
+
+
 def test_segmentor_trains_and_predicts_2d():
     """EncoderDecoder passes inputs= to the head: a finite loss with gradients everywhere, and
     ``'tensor'`` mode equal to backbone + head."""

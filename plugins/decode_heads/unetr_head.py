@@ -21,8 +21,12 @@ differ, as in nnU-Net / MONAI ``UnetResBlock``), or after both convs otherwise
 (``UnetBasicBlock``). A decoder block is up -> concat(up, skip) on channels -> conv block.
 ``conv_block=False`` drops the conv blocks of encoder2 / encoder3 (transposed convs only).
 
-Each stage doubles the resolution four times overall, so the ViT patch must be 16 and the input
-exactly 16 x the grid of the maps; another size raises a ``ValueError``.
+Each stage doubles the resolution, so ``patch_size`` = 2 ** n fixes the number of CNN levels n
+(16 -> 4, the paper / MONAI layout above; 8 -> 3: encoder2 = up(z_a) -> 1 x [...] (S/2),
+encoder3 = up(z_b) (S/4), decoder4(z_c, encoder3) -> decoder3 -> decoder2, three ViT maps).
+The input must be exactly ``patch_size`` x the grid of the maps; another size raises a
+``ValueError``. A smaller patch gives the ViT 8x the tokens per halving (a 32x48x32 crop is
+2x3x2 tokens of 16^3, 4x6x4 of 8^3) at the same decoder cost per voxel.
 
 Parameter names mirror MONAI's, without its ``.conv`` wrappers: ``encoder1.{conv1, norm1, conv2,
 norm2, conv3, norm3}``, ``encoder{2,3,4}.transp_conv_init``, ``encoder{2,3}.blocks.{j}.0``
@@ -41,10 +45,6 @@ from torch import Tensor, nn
 from toolbox.models.bases import BaseDecodeHead
 from toolbox.models.layers import build_norm_layer
 from toolbox.registry import MODELS
-
-# the U-Net stages between the ViT grid and the input: 4 doublings
-UPSAMPLING = 16
-
 
 def _conv(spatial_dims: int):
     return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
@@ -142,8 +142,10 @@ class UNETRHead(BaseDecodeHead):
         num_classes: output channels.
         input_channels: channels of the network input (encoder1's input).
         feature_size: base width f of the CNN path (also ``channels`` of the base).
-        in_index: the four entries of ``feats`` feeding encoder2, encoder3, encoder4 and
-            decoder5 (shallow to deep; the deepest should be the normalised last block).
+        in_index: the log2(patch_size) entries of ``feats`` feeding encoder2 ... encoder{n}
+            and decoder{n+1} (shallow to deep; the deepest should be the normalised last
+            block). Default: the first n entries.
+        patch_size: the ViT patch, a power of two >= 4 (16: MONAI's UNETR).
         norm_cfg: norm of every conv block; MONAI's ``norm_name='instance'`` is
             ``dict(type='IN')`` (no affine parameters), ``'batch'`` is ``dict(type='BN')``.
         conv_block: conv blocks after the transposed convs of encoder2 / encoder3.
@@ -157,29 +159,38 @@ class UNETRHead(BaseDecodeHead):
     reads_inputs = True
 
     def __init__(self, in_channels: int, num_classes: int, input_channels: int,
-                 feature_size: int = 16, in_index: Sequence[int] = (0, 1, 2, 3),
-                 norm_cfg: dict = dict(type='IN'), conv_block: bool = True,
+                 feature_size: int = 16, in_index: Sequence[int] | None = None,
+                 patch_size: int = 16, norm_cfg: dict = dict(type='IN'), conv_block: bool = True,
                  res_block: bool = True, dropout_ratio: float = 0.0, spatial_dims: int = 3,
                  **kwargs):
         super().__init__(in_channels, feature_size, num_classes, in_index=-1,
                          dropout_ratio=dropout_ratio, norm_cfg=norm_cfg,
                          spatial_dims=spatial_dims, **kwargs)
-        if len(in_index) != 4:
-            raise ValueError(f'UNETRHead: in_index needs 4 entries (encoder2, encoder3, '
-                             f'encoder4, decoder5), got {tuple(in_index)}')
+        levels = patch_size.bit_length() - 1
+        if patch_size < 4 or patch_size != 2 ** levels:
+            raise ValueError(f'UNETRHead: patch_size must be a power of two >= 4, got {patch_size}')
+        in_index = tuple(range(levels)) if in_index is None else tuple(in_index)
+        if len(in_index) != levels:
+            raise ValueError(f'UNETRHead: in_index needs {levels} entries for patch {patch_size} '
+                             f'(encoder2 .. encoder{levels}, decoder{levels + 1}), got {in_index}')
         if norm_cfg is None:
             raise ValueError('UNETRHead: norm_cfg is required, e.g. dict(type="IN")')
-        self.in_index = tuple(in_index)
+        self.in_index = in_index
+        self.patch_size = patch_size
         self.feature_size = feature_size
         f, d = feature_size, spatial_dims
+        # level k (1..levels) is at 1 / 2 ** (k - 1) of the input, f * 2 ** (k - 1) wide
         self.encoder1 = ConvBlock(d, input_channels, f, norm_cfg, res_block)
-        self.encoder2 = ProjectionUp(d, in_channels, 2 * f, 2, norm_cfg, conv_block, res_block)
-        self.encoder3 = ProjectionUp(d, in_channels, 4 * f, 1, norm_cfg, conv_block, res_block)
-        self.encoder4 = ProjectionUp(d, in_channels, 8 * f, 0, norm_cfg, conv_block, res_block)
-        self.decoder5 = UpBlock(d, in_channels, 8 * f, norm_cfg, res_block)
-        self.decoder4 = UpBlock(d, 8 * f, 4 * f, norm_cfg, res_block)
-        self.decoder3 = UpBlock(d, 4 * f, 2 * f, norm_cfg, res_block)
-        self.decoder2 = UpBlock(d, 2 * f, f, norm_cfg, res_block)
+        for k in range(2, levels + 1):
+            self.add_module(f'encoder{k}', ProjectionUp(d, in_channels, f * 2 ** (k - 1),
+                                                        levels - k, norm_cfg, conv_block,
+                                                        res_block))
+        self.add_module(f'decoder{levels + 1}',
+                        UpBlock(d, in_channels, f * 2 ** (levels - 1), norm_cfg, res_block))
+        for k in range(levels, 1, -1):
+            self.add_module(f'decoder{k}', UpBlock(d, f * 2 ** (k - 1), f * 2 ** (k - 2),
+                                                   norm_cfg, res_block))
+        self.levels = levels
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -196,22 +207,21 @@ class UNETRHead(BaseDecodeHead):
                 nn.init.zeros_(m.bias)
 
     def features(self, feats: Sequence[Tensor], inputs: Tensor) -> Tensor:
-        """ViT maps (B, in_channels, *g) at ``in_index`` and the input (B, C_in, *16g) ->
-        (B, feature_size, *16g)."""
-        z2, z3, z4, z5 = (feats[i] for i in self.in_index)
-        grid = tuple(z5.shape[2:])
-        expected = tuple(UPSAMPLING * g for g in grid)
+        """ViT maps (B, in_channels, *g) at ``in_index`` and the input (B, C_in, *p g), p the
+        patch size -> (B, feature_size, *p g)."""
+        maps = [feats[i] for i in self.in_index]
+        grid = tuple(maps[-1].shape[2:])
+        expected = tuple(self.patch_size * g for g in grid)
         if tuple(inputs.shape[2:]) != expected:
-            raise ValueError(f'UNETRHead: the input must be {UPSAMPLING} x the ViT grid '
-                             f'{grid} = {expected} (patch size 16), got {tuple(inputs.shape)}')
-        enc1 = self.encoder1(inputs)
-        enc2 = self.encoder2(z2)
-        enc3 = self.encoder3(z3)
-        enc4 = self.encoder4(z4)
-        x = self.decoder5(z5, enc4)
-        x = self.decoder4(x, enc3)
-        x = self.decoder3(x, enc2)
-        return self.decoder2(x, enc1)
+            raise ValueError(f'UNETRHead: the input must be {self.patch_size} x the ViT grid '
+                             f'{grid} = {expected} (patch size {self.patch_size}), got '
+                             f'{tuple(inputs.shape)}')
+        skips = [self.encoder1(inputs)] + [getattr(self, f'encoder{k}')(z)
+                                           for k, z in enumerate(maps[:-1], start=2)]
+        x = maps[-1]
+        for k in range(self.levels + 1, 1, -1):
+            x = getattr(self, f'decoder{k}')(x, skips[k - 2])
+        return x
 
 
 # (MONAI key pattern, our key) for monai.networks.nets.UNETR, in the EncoderDecoder layout
