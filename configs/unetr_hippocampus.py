@@ -12,7 +12,7 @@
 # issue's 0.85 target, which the 3D U-Net (unet_hippocampus.py) passes on the same data and
 # loss in 2000 iterations (0.877): UNETR's ViT sees a 32x48x32 crop as only 2x3x2 tokens of
 # 16^3, and its skips are token maps upsampled 2-8x, so at this volume size it is a shallow
-# CNN with a global context; larger (resampled) crops need a GPU.
+# CNN with a global context. 8^3 patches (unetr_hippocampus_patch8.py) reach 0.863.
 # Before the heads took PyTorch's default conv init (the classifier was normal(0.01)), the
 # 2000-iteration schedule reached 0.690 (0.292 at 1000): the foreground stayed unlearnt for
 # hundreds of steps.
