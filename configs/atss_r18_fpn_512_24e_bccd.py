@@ -13,5 +13,5 @@ default_hooks = dict(checkpoint=dict(interval=24, max_keep_ckpts=1))
 # (AP75 0.623) at epoch 24 (epochs 6 / 12 / 18: 0.8660 / 0.8900 / 0.8946, COCO 0.4580 / 0.5494
 # / 0.5658), below the 12-epoch row (0.8961 / 0.5770): the longer run is more confident (2,272
 # RBC detections >= 0.05 against ~6,000) and misses more (RBC recall 0.971). --tta (the base's
-# views) recovers them: 0.8994 / COCO 0.5984 (AP75 0.668), the best single-model COCO mAP;
+# views) recovers them: 0.8994 / COCO 0.5984 (AP75 0.668; GFL + DCN 24 epochs: 0.5986);
 # fused with the GFL + DCN model's --tta predictions: 0.9079 / COCO 0.6067.
