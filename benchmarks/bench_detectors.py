@@ -12,9 +12,11 @@ load from other processes hits both alike.
   call, whose resize is a no-op at this size);
 * ``train_step``: forward, loss, backward and an SGD step on a synthetic batch with boxes;
 * ``precision``: our fp32 vs bf16 autocast vs channels-last forward (and train step);
-* ``pipeline``: images/s of the whole test path on real BCCD images (read, test pipeline,
-  collate, preprocess, forward, post-process, VOC metric update) against the forward alone
-  on the same batches, batch 1 and 8, and data-loading throughput with 0 and 2 workers;
+* ``pipeline``: for each BCCD recipe (RetinaNet R18-FPN 320, RefineDet320 VGG-16, ATSS R18
+  512, GFL R18-DCN 512; ``--configs``), images/s of the whole test path on real BCCD images
+  (read, test pipeline, collate, preprocess, forward, post-process, the recipe's metric
+  updates) against the forward alone on the same batches, batch 1 and 8, and one training
+  iteration on a real batch of 8; then data-loading throughput with 0 and 2 workers;
 * ``compile``: our RetinaNet R50-FPN forward under ``torch.compile`` (inductor) against eager,
   with the first call's compile time and the largest output difference;
 * ``compile_train``: the training step compiled as ``compile = True`` does it (mmengine compiles
@@ -39,7 +41,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.structures import InstanceData
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import alternate, emit, machine  # noqa: E402
+from common import alternate, emit, machine, median_seconds  # noqa: E402
 
 from toolbox.engine import load_config  # noqa: E402
 from toolbox.plugins import load_plugins  # noqa: E402
@@ -189,22 +191,34 @@ def bench_precision(out, info, repeats, size=(800, 1216)):
               ratio=round(fp32_s / bf16_s, 3), machine=info), out)
 
 
-def bench_pipeline(out, info, repeats, config='configs/retinanet_r18_fpn_320_bccd.py'):
-    """Whole test path on real BCCD val images vs the forward alone on the same batches."""
+# Our BCCD recipes (each with the model it trains), for the whole-pipeline and training records
+PIPELINE_CONFIGS = ('configs/retinanet_r18_fpn_320_bccd.py',
+                    'configs/refinedet_vgg16_320_12e_bccd.py',
+                    'configs/atss_r18_fpn_512_12e_bccd.py',
+                    'configs/gfl_r18-dcnv2_fpn_512_12e_bccd.py')
+
+
+def bench_pipeline(out, info, repeats, config):
+    """Whole test path on real BCCD val images vs the forward alone on the same batches (batch 1
+    and 8), and one training iteration (forward, loss, backward, SGD step) on a real batch of 8
+    from the recipe's training pipeline. Random weights: speed does not depend on them."""
     cfg = load_config(os.path.join(REPO, config))
     if not os.path.isdir(cfg.val_dataloader.dataset.data_root):
         print(f'skipping the pipeline benchmark: {cfg.val_dataloader.dataset.data_root} missing',
               file=sys.stderr)
         return
+    name = os.path.splitext(os.path.basename(config))[0]
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
-    evaluator_cfg = dict(cfg.val_evaluator)
     from toolbox.registry import METRICS
-    for batch in (1, 8):
-        count = batch * 4
-        metric = METRICS.build(evaluator_cfg)
-        metric.dataset_meta = dataset.metainfo
+    for batch, count in ((1, 4), (8, 16)):
+        evaluator_cfgs = cfg.val_evaluator
+        if not isinstance(evaluator_cfgs, (list, tuple)):
+            evaluator_cfgs = [evaluator_cfgs]
+        metrics = [METRICS.build(dict(c)) for c in evaluator_cfgs]
+        for metric in metrics:
+            metric.dataset_meta = dataset.metainfo
         prepared = [pseudo_collate([dataset[i] for i in range(s, s + batch)])
                     for s in range(0, count, batch)]
         inputs = [model.data_preprocessor(copy.deepcopy(b), False)['inputs'] for b in prepared]
@@ -212,8 +226,9 @@ def bench_pipeline(out, info, repeats, config='configs/retinanet_r18_fpn_320_bcc
         def whole():
             for start in range(0, count, batch):
                 data = pseudo_collate([dataset[i] for i in range(start, start + batch)])
-                outputs = model.test_step(data)
-                metric.process(data, [o.to_dict() for o in outputs])
+                outputs = [o.to_dict() for o in model.test_step(data)]
+                for metric in metrics:
+                    metric.process(data, outputs)
 
         def forward_only():
             for x in inputs:
@@ -221,12 +236,26 @@ def bench_pipeline(out, info, repeats, config='configs/retinanet_r18_fpn_320_bcc
 
         with torch.no_grad():
             whole_s, forward_s = alternate(whole, forward_only, repeats, 1)
-        emit(dict(benchmark='retinanet_r18_320_bccd_pipeline_vs_forward', batch=batch,
+        emit(dict(benchmark=f'{name}_pipeline_vs_forward', batch=batch,
                   images=count, ours='whole test path (read..metric update)',
                   peer='forward only', ours_images_per_s=round(count / whole_s, 2),
                   peer_images_per_s=round(count / forward_s, 2),
                   ratio=round(forward_s / whole_s, 3), machine=info), out)
 
+    from mmengine.optim import OptimWrapper
+    train_set = DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
+    batch = pseudo_collate([train_set[i] for i in range(8)])
+    model.train()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))  # lr 0: same weights
+    step_s = median_seconds(lambda: model.train_step(copy.copy(batch), wrapper), repeats, 1)
+    emit(dict(benchmark=f'{name}_train_iteration', batch=8,
+              shape=list(batch['inputs'][0].shape), step_s=round(step_s, 3),
+              images_per_s=round(8 / step_s, 2), machine=info), out)
+
+
+def bench_data_loading(out, info, config='configs/retinanet_r18_fpn_320_bccd.py'):
+    """Training data pipeline throughput (load, augment, collate) with 0 and 2 workers."""
+    cfg = load_config(os.path.join(REPO, config))
     from torch.utils.data import DataLoader
     train_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
     train_set = DATASETS.build(train_cfg)
@@ -343,9 +372,16 @@ def main():
     parser.add_argument('--repeats', type=int, default=5)
     parts = ['forward', 'train', 'precision', 'pipeline', 'compile', 'compile_train', 'memory']
     parser.add_argument('--only', nargs='+', default=parts, choices=parts)
+    parser.add_argument('--keep-denormals', action='store_true',
+                        help='do not flush subnormal floats to zero (our default flushes them)')
+    parser.add_argument('--configs', nargs='+', default=PIPELINE_CONFIGS,
+                        help='BCCD recipes for the pipeline part (default: %(default)s)')
     args = parser.parse_args()
     load_plugins()
-    info = machine()
+    # as tools/train.py and tools/test.py run (toolbox.engine.precision: flush_denormal): a
+    # training step with subnormal gradients is several times slower on x86
+    torch.set_flush_denormal(not args.keep_denormals)
+    info = dict(machine(), flush_denormal=not args.keep_denormals)
     if 'forward' in args.only:
         for name in ('retinanet', 'faster_rcnn'):
             bench_forward_and_predict(name, args.out, info, args.repeats)
@@ -356,7 +392,9 @@ def main():
     if 'precision' in args.only:
         bench_precision(args.out, info, args.repeats)
     if 'pipeline' in args.only:
-        bench_pipeline(args.out, info, args.repeats)
+        for config in args.configs:
+            bench_pipeline(args.out, info, args.repeats, config)
+        bench_data_loading(args.out, info)
     if 'compile' in args.only:
         bench_compile(args.out, info, args.repeats)
     if 'compile_train' in args.only:

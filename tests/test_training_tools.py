@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from toolbox.engine import build_runner, load_checkpoint_file, load_config
-from toolbox.engine.precision import (AutocastOptimWrapper, apply_precision, cpu_bf16_units,
-                                      resolve_precision)
+from toolbox.engine.precision import (AutocastOptimWrapper, apply_precision, cpu_bf16_speedup,
+                                      cpu_bf16_units, resolve_precision)
 from toolbox.evaluation.voc_metric import bbox_iou, eval_voc_map
 from toolbox.registry import MODELS
 
@@ -23,8 +23,16 @@ DEMO = str(REPO_ROOT / 'configs/retinanet_r18_fpn_160_demo.py')
 # ----------------------------------------------------------------------------- precision
 def test_precision_resolution_on_gpu_cpu_and_cpu_without_bf16_units(tmp_path):
     assert resolve_precision('amp', cuda=True) == 'fp16'
-    assert resolve_precision('amp', cuda=False, bf16_units=['avx512_bf16']) == 'bf16'
+    assert resolve_precision('amp', cuda=False, bf16_units=['avx512_bf16'],
+                             bf16_speedup=1.9) == 'bf16'
     assert resolve_precision('bf16', cuda=True) == 'bf16'
+    # avx512_bf16 without AMX where bf16 measures slower than fp32: fp32, saying so
+    with pytest.warns(UserWarning, match='avx512_bf16 without AMX.*0.70x the fp32.*fp32'):
+        assert resolve_precision('bf16', cuda=False, bf16_units=['avx512_bf16'],
+                                 bf16_speedup=0.7) == 'fp32'
+    # AMX always pays: no probe
+    assert resolve_precision('bf16', cuda=False, bf16_units=['avx512_bf16', 'amx_bf16'],
+                             bf16_speedup=0.7) == 'bf16'
     with pytest.warns(UserWarning, match='no bf16 matrix units.*running in fp32'):
         assert resolve_precision('amp', cuda=False, bf16_units=[]) == 'fp32'
     with pytest.raises(ValueError, match="'fp16' needs a GPU"):
@@ -35,6 +43,13 @@ def test_precision_resolution_on_gpu_cpu_and_cpu_without_bf16_units(tmp_path):
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n')
     assert cpu_bf16_units(str(cpuinfo)) == ['avx512_bf16']
     assert cpu_bf16_units(str(tmp_path / 'missing')) == []
+
+
+def test_bf16_speedup_probe_is_measured_once_per_process():
+    cpu_bf16_speedup.cache_clear()
+    first = cpu_bf16_speedup(channels=32, size=16, repeats=2)
+    assert first > 0 and cpu_bf16_speedup(channels=32, size=16, repeats=2) == first
+    cpu_bf16_speedup.cache_clear()
 
 
 def test_apply_precision_rewrites_the_optim_wrapper_and_the_evaluation_loops(monkeypatch):
@@ -49,6 +64,20 @@ def test_apply_precision_rewrites_the_optim_wrapper_and_the_evaluation_loops(mon
     assert cfg.optim_wrapper.clip_grad == dict(max_norm=10, norm_type=2)  # kept
     plain = load_config(DEMO)
     assert apply_precision(plain) == 'fp32' and plain.optim_wrapper.type == 'OptimWrapper'
+
+
+def test_flush_denormal_is_on_by_default_and_can_be_turned_off():
+    from toolbox.engine.precision import apply_speed_options
+    subnormal = 1e-39  # below fp32's smallest normal, 1.18e-38
+    try:
+        apply_speed_options(load_config(DEMO))
+        assert (torch.tensor([subnormal]) * 1.0).item() == 0.0
+        cfg = load_config(DEMO)
+        cfg.flush_denormal = False
+        apply_speed_options(cfg)
+        assert (torch.tensor([subnormal]) * 1.0).item() == pytest.approx(subnormal, rel=1e-3)
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _demo_model_and_batch(demo_root):
