@@ -11,7 +11,8 @@ load from other processes hits both alike.
 * ``predict``: normalisation, forward, decoding and NMS (``test_step`` vs torchvision's eval
   call, whose resize is a no-op at this size);
 * ``train_step``: forward, loss, backward and an SGD step on a synthetic batch with boxes;
-* ``precision``: our fp32 vs bf16 autocast vs channels-last forward (and train step);
+* ``precision``: our forward in fp32 vs bf16 autocast (channels-last, its CPU default) vs
+  channels-last vs BatchNorms folded into the convolutions, and the training step fp32 vs bf16;
 * ``pipeline``: for each BCCD recipe (RetinaNet R18-FPN 320, RefineDet320 VGG-16, ATSS R18
   512, GFL R18-DCN 512; ``--configs``), images/s of the whole test path on real BCCD images
   (read, test pipeline, collate, preprocess, forward, post-process, the recipe's metric
@@ -44,6 +45,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import alternate, emit, machine, median_seconds  # noqa: E402
 
 from toolbox.engine import load_config  # noqa: E402
+from toolbox.models.layers import fuse_conv_bn  # noqa: E402
 from toolbox.plugins import load_plugins  # noqa: E402
 from toolbox.registry import DATASETS, MODELS  # noqa: E402
 from toolbox.structures import DataSample  # noqa: E402
@@ -152,43 +154,63 @@ def bench_train_step(name, out, info, repeats, batch=2, size=(512, 512)):
 
 
 def bench_precision(out, info, repeats, size=(800, 1216)):
-    """Our RetinaNet R50-FPN forward in fp32 vs bf16 autocast vs channels-last (+ bf16), and
-    the training step fp32 vs bf16 at 512x512, batch 2."""
+    """Our RetinaNet R50-FPN forward: bf16 autocast (channels-last, its CPU default) vs fp32,
+    bf16 NCHW vs bf16 channels-last, channels-last vs NCHW in fp32, and BatchNorms folded into
+    the convolutions (``fuse_conv_bn``) vs not, channels-last fp32; then the training step
+    fp32 vs bf16 (channels-last) at 512x512, batch 2."""
     model = build_ours('retinanet')
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    fused_cl = copy.deepcopy(model_cl)
+    fuse_conv_bn(fused_cl)
     images = torch.rand(1, 3, *size) * 255
-    fp32 = lambda: model(images, mode='tensor')  # noqa: E731
+    images_cl = images.contiguous(memory_format=torch.channels_last)
 
-    def bf16():
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            model(images, mode='tensor')
+    def forward(net, inputs, bf16=False):
+        def call():
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+                net(inputs, mode='tensor')
+        return call
 
+    pairs = (  # (benchmark, ours, peer): ours' speed over the peer's
+        ('retinanet_r50_forward_bf16_vs_fp32', ('bf16 autocast, channels-last',
+                                                forward(model_cl, images_cl, True)),
+         ('fp32 NCHW', forward(model, images))),
+        ('retinanet_r50_forward_bf16_channels_last_vs_nchw',
+         ('bf16 autocast, channels-last', forward(model_cl, images_cl, True)),
+         ('bf16 autocast, NCHW', forward(model, images, True))),
+        ('retinanet_r50_forward_channels_last_vs_nchw', ('channels_last fp32',
+                                                         forward(model_cl, images_cl)),
+         ('NCHW fp32', forward(model, images))),
+        ('retinanet_r50_forward_fused_bn_vs_bn', ('BatchNorms folded, channels-last fp32',
+                                                  forward(fused_cl, images_cl)),
+         ('channels-last fp32', forward(model_cl, images_cl))),
+        ('retinanet_r50_forward_bf16_fused_vs_fp32_fused',
+         ('bf16 autocast, channels-last, BatchNorms folded', forward(fused_cl, images_cl, True)),
+         ('fp32, channels-last, BatchNorms folded', forward(fused_cl, images_cl))),
+    )
     with torch.no_grad():
-        fp32_s, bf16_s = alternate(fp32, bf16, repeats, 1)
-        emit(dict(benchmark='retinanet_r50_forward_bf16_vs_fp32', shape=[1, 3, *size],
-                  ours='bf16 autocast', peer='fp32', ours_s=round(bf16_s, 4),
-                  peer_s=round(fp32_s, 4), ratio=round(fp32_s / bf16_s, 3), machine=info), out)
-        nchw_s = fp32_s
-        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        images_cl = images.contiguous(memory_format=torch.channels_last)
-        nchw_s, cl_s = alternate(fp32, lambda: model_cl(images_cl, mode='tensor'), repeats, 1)
-        emit(dict(benchmark='retinanet_r50_forward_channels_last_vs_nchw', shape=[1, 3, *size],
-                  ours='channels_last fp32', peer='NCHW fp32', ours_s=round(cl_s, 4),
-                  peer_s=round(nchw_s, 4), ratio=round(nchw_s / cl_s, 3), machine=info), out)
+        for benchmark, (ours_name, ours_fn), (peer_name, peer_fn) in pairs:
+            peer_s, ours_s = alternate(peer_fn, ours_fn, repeats, 1)
+            emit(dict(benchmark=benchmark, shape=[1, 3, *size], ours=ours_name, peer=peer_name,
+                      ours_s=round(ours_s, 4), peer_s=round(peer_s, 4),
+                      ratio=round(peer_s / ours_s, 3), machine=info), out)
 
-    model.train()
     samples, _ = synthetic_samples(2, 512, 512)
     data = dict(inputs=[img.to(torch.uint8) for img in torch.rand(2, 3, 512, 512) * 255],
                 data_samples=samples)
     from mmengine.optim import OptimWrapper
 
     from toolbox.engine.precision import AutocastOptimWrapper
+    model.train()
+    train_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    train_cl.data_preprocessor.channels_last = True
     plain = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
-    mixed = AutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    mixed = AutocastOptimWrapper(optimizer=torch.optim.SGD(train_cl.parameters(), lr=0.0))
     fp32_s, bf16_s = alternate(lambda: model.train_step(copy.copy(data), plain),
-                               lambda: model.train_step(copy.copy(data), mixed), repeats, 1)
+                               lambda: train_cl.train_step(copy.copy(data), mixed), repeats, 1)
     emit(dict(benchmark='retinanet_r50_train_step_bf16_vs_fp32', shape=[2, 3, 512, 512],
-              ours='bf16 autocast', peer='fp32', ours_s=round(bf16_s, 4), peer_s=round(fp32_s, 4),
-              ratio=round(fp32_s / bf16_s, 3), machine=info), out)
+              ours='bf16 autocast, channels-last', peer='fp32 NCHW', ours_s=round(bf16_s, 4),
+              peer_s=round(fp32_s, 4), ratio=round(fp32_s / bf16_s, 3), machine=info), out)
 
 
 # Our BCCD recipes (each with the model it trains), for the whole-pipeline and training records

@@ -135,6 +135,14 @@ def test_speed_report_channels_last_and_precision_rules():
                           gemm_repeats=1)
     # bf16 where the CPU has bf16 units, else the documented fall back to fp32
     assert report['channels_last'] and report['precision'] in ('bf16', 'fp32')
+    # unset, channels-last follows the precision that runs (on for bf16 on a CPU); folding
+    # the BatchNorms leaves the counted FLOPs as they are
+    default = speed_report(str(REPO_ROOT / DEMO), shape=(64, 64), iters=1, warmup=0,
+                           amp='bf16', device='cpu', gemm_sizes=(128,), gemm_repeats=1,
+                           fuse_conv_bn=True)
+    assert default['channels_last'] == (default['precision'] == 'bf16')
+    assert default['fuse_conv_bn'] and not report['fuse_conv_bn']
+    assert default['flops'] == report['flops']
     with pytest.raises(ValueError, match='fp16.*GPU'):
         speed_report(str(REPO_ROOT / DEMO), shape=(64, 64), amp='fp16', device='cpu')
 

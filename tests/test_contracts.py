@@ -26,6 +26,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from toolbox.models.bases import BaseBackbone
+from toolbox.models.layers import fuse_conv_bn
+from toolbox.models.layers.fuse import FUSABLE_NORMS
 from toolbox.plugins import DISTRIBUTION, distribution_of
 from toolbox.registry import MODELS
 
@@ -224,6 +226,44 @@ def check_channels_last(model: BaseBackbone, name: str) -> None:
                 f'(scale {scale:.3g}) for a channels-last input'
 
 
+def randomise_norm_statistics(model: nn.Module, seed: int = 1) -> int:
+    """Random running statistics and affine parameters for every foldable BatchNorm (at
+    initialisation they are the identity, which folding would leave unchanged whatever it
+    did); returns how many."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules()
+             if type(m) in FUSABLE_NORMS and getattr(m, 'running_mean', None) is not None]
+    with torch.no_grad():
+        for norm in norms:
+            channels = norm.running_mean.numel()
+            norm.running_mean.copy_(torch.randn(channels, generator=gen) * 0.5)
+            norm.running_var.copy_(torch.rand(channels, generator=gen) * 1.5 + 0.5)
+            if norm.weight is not None:
+                norm.weight.copy_(torch.rand(channels, generator=gen) + 0.5)
+                norm.bias.copy_(torch.randn(channels, generator=gen) * 0.2)
+    return len(norms)
+
+
+def check_fuse_conv_bn(model: BaseBackbone, name: str) -> None:
+    """Folding the BatchNorms into the convolutions (:func:`fuse_conv_bn`, random statistics)
+    leaves the eval-mode outputs unchanged to 1e-5 of their scale, and folds every BatchNorm of
+    a backbone whose BatchNorms all follow a plain convolution."""
+    model.eval()
+    num_norms = randomise_norm_statistics(model)
+    height, width = FIXED_INPUT_SIZES.get(name, INPUT_SIZES)[-1]
+    x = _input(model, height, width)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fuse_conv_bn(model)
+        got = model(x)
+    assert folded == num_norms, f'{name}: folded {folded} of {num_norms} BatchNorms'
+    for k, (a, b) in enumerate(zip(got, expected)):
+        error = (a - b).abs().max().item()
+        scale = max(1.0, b.abs().max().item())
+        assert error <= 1e-5 * scale, f'{name}: output {k} differs by {error:.3g} ' \
+            f'(scale {scale:.3g}) after fuse_conv_bn'
+
+
 def _backbone_builder(name: str, cls: type) -> Callable[..., BaseBackbone]:
     kwargs = _small_config(name, cls)
     return lambda **overrides: MODELS.build(dict(type=name, **{**kwargs, **overrides}))
@@ -261,6 +301,13 @@ def test_backbone_accepts_channels_last_input(name):
     cls = registered_backbones()[name]
     torch.manual_seed(0)
     check_channels_last(_backbone_builder(name, cls)(), name)
+
+
+@pytest.mark.parametrize('name', list(registered_backbones()))
+def test_backbone_batch_norms_fold_into_convolutions(name):
+    cls = registered_backbones()[name]
+    torch.manual_seed(0)
+    check_fuse_conv_bn(_backbone_builder(name, cls)(), name)
 
 
 def test_every_registered_backbone_is_covered():

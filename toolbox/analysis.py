@@ -272,7 +272,7 @@ def packed_batch(model: nn.Module, shape: Sequence[int], batch: int = 1,
 
 
 def flops_report(config: str, shape: Sequence[int] | None = None, batch: int = 1,
-                 cfg_options: dict | None = None) -> dict:
+                 cfg_options: dict | None = None, fuse_conv_bn: bool = False) -> dict:
     """FLOPs and parameters of a config's model, its ``'tensor'`` forward at ``shape``
     (default: :func:`default_input_shape`) and ``batch``, on the CPU with random weights.
 
@@ -393,10 +393,10 @@ def autocast_context(precision: str, device: str | torch.device):
 
 def speed_report(config: str, checkpoint: str | None = None,
                  shape: Sequence[int] | None = None, batch: int = 1, iters: int = 20,
-                 warmup: int = 3, amp: str | None = None, channels_last: bool = False,
+                 warmup: int = 3, amp: str | None = None, channels_last: bool | None = None,
                  threads: int | None = None, mode: str = 'forward', device: str | None = None,
                  gemm_sizes: Sequence[int] = DEFAULT_GEMM_SIZES, gemm_repeats: int = 3,
-                 cfg_options: dict | None = None) -> dict:
+                 cfg_options: dict | None = None, fuse_conv_bn: bool = False) -> dict:
     """Inference speed of a config's model (eval, ``no_grad``) and its efficiency.
 
     Args:
@@ -408,19 +408,25 @@ def speed_report(config: str, checkpoint: str | None = None,
             :func:`toolbox.engine.precision.resolve_precision` (bf16 on a CPU without bf16
             units falls back to fp32 with a warning; fp16 needs a GPU).
         channels_last: model and input in ``torch.channels_last`` (``channels_last_3d`` for
-            volumes); in predict mode the data preprocessor emits NHWC batches.
+            volumes); in predict mode the data preprocessor emits NHWC batches. ``None``: as
+            the config key (:func:`toolbox.engine.precision.default_channels_last`, on for
+            bf16 on a CPU).
+        fuse_conv_bn: fold the BatchNorms into the convolutions before timing
+            (:func:`toolbox.models.layers.fuse_conv_bn`); FLOPs are counted before.
         threads: intra-op threads (:func:`toolbox.engine.precision.set_num_threads`), for the
             model and the GEMM peak alike.
         device: ``'cuda'`` when available, else ``'cpu'``, unless given.
 
     Returns a JSON-ready dict: ``machine``, ``config``, ``mode``, ``device``, ``precision``
-    (the one that ran), ``channels_last``, ``threads``, ``shape`` (padded spatial size),
-    ``batch``, ``flops`` (counted FLOPs of one timed call, fp32, same counter as
+    (the one that ran), ``channels_last``, ``fuse_conv_bn``, ``threads``, ``shape`` (padded
+    spatial size), ``batch``, ``flops`` (counted FLOPs of one timed call, fp32, same counter as
     :func:`flops_report`), ``params``, ``iters``, ``warmup``, ``median_s``, ``p10_s``,
     ``p90_s``, ``images_per_s``, ``achieved_gflops``, ``gemm_peak_gflops``, ``efficiency``.
     """
     from toolbox.engine import load_config
-    from toolbox.engine.precision import resolve_precision, set_num_threads
+    from toolbox.engine.precision import (default_channels_last, resolve_precision,
+                                          set_num_threads)
+    from toolbox.models.layers import fuse_conv_bn as fold_norms
     if mode not in ('forward', 'predict'):
         raise ValueError(f"mode must be 'forward' or 'predict', got {mode!r}")
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -428,6 +434,8 @@ def speed_report(config: str, checkpoint: str | None = None,
     if cuda and not torch.cuda.is_available():
         raise ValueError(f'device {device!r} requested but no CUDA GPU is available')
     precision = resolve_precision(amp or 'fp32', cuda=cuda)
+    if channels_last is None:
+        channels_last = default_channels_last(precision, cuda)
     set_num_threads(threads)
     cfg = load_config(config, cfg_options)
     spatial = resolve_input_shape(cfg, config, shape)
@@ -445,6 +453,8 @@ def speed_report(config: str, checkpoint: str | None = None,
         def call():
             return model.test_step(make_batch())
     flops = count_call_flops(call, root=model).total  # fp32, default memory format
+    if fuse_conv_bn:
+        fold_norms(model)
     if channels_last:
         memory_format = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
         model.to(memory_format=memory_format)
@@ -461,7 +471,7 @@ def speed_report(config: str, checkpoint: str | None = None,
     timing = time_calls(timed_call, iters=iters, warmup=warmup, batch=batch, sync=sync)
     achieved = flops / timing.median_s / 1e9
     return dict(machine=machine_description(), config=config, mode=mode, device=device,
-                precision=precision, channels_last=channels_last,
+                precision=precision, channels_last=channels_last, fuse_conv_bn=fuse_conv_bn,
                 threads=torch.get_num_threads(), shape=network_shape, batch=batch,
                 flops=flops, params=count_parameters(model).total, iters=iters, warmup=warmup,
                 median_s=timing.median_s, p10_s=timing.p10_s, p90_s=timing.p90_s,

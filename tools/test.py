@@ -6,7 +6,9 @@
 ``tools/analysis/fuse_results.py`` fuses across models.
 ``--save-nifti DIR`` writes each volume prediction as ``DIR/<case>.nii.gz`` (labels in the
 original voxel grid, with the input file's affine; ``SaveNiftiHook``).
-The checkpoint is loaded with ``weights_only=True``.
+The checkpoint is loaded with ``weights_only=True``. ``--fuse-conv-bn`` then folds each
+BatchNorm into the convolution before it (``FuseConvBNHook``); ``--amp bf16`` evaluates under
+bf16 autocast (channels-last on a CPU; ``toolbox/engine/precision.py``).
 
 ``--tta`` evaluates with test-time augmentation: the config's ``tta_model`` wraps its model
 (``model = dict(**tta_model, module=model)``, e.g. ``DetTTAModel`` / ``SegTTAModel`` of
@@ -77,6 +79,10 @@ def parse_args(argv=None):
                         help='evaluate under autocast (sets the config key precision): without '
                              'a value fp16 on a GPU, bf16 on a CPU with bf16 units (a CPU '
                              'without them says so and runs fp32); toolbox/engine/precision.py')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='fold each BatchNorm into the convolution before it once the '
+                             'checkpoint is loaded (same outputs to float rounding, faster; '
+                             'sets the config key fuse_conv_bn)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. test_dataloader.batch_size=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
@@ -125,6 +131,8 @@ def main(argv=None):
     cfg.resume = False
     if args.amp:
         cfg.precision = args.amp
+    if args.fuse_conv_bn:
+        cfg.fuse_conv_bn = True
     if args.tta:
         use_tta(cfg, args.config)
     if args.format_only:

@@ -24,9 +24,12 @@ from toolbox.registry import MODELS, TRANSFORMS
 ANNOTATION_STEPS = ('LoadAnnotations', 'RemapLabels')
 
 
-def init_model(config, checkpoint: str | None = None, device: str = 'cpu'):
+def init_model(config, checkpoint: str | None = None, device: str = 'cpu',
+               fuse_conv_bn: bool = False):
     """Build ``config.model`` (a path or an mmengine ``Config``), load ``checkpoint`` if given,
-    put it in eval mode on ``device``. The config's test pipeline is kept as ``model.cfg``;
+    put it in eval mode on ``device``; ``fuse_conv_bn=True`` then folds each BatchNorm into the
+    convolution before it (:func:`toolbox.models.layers.fuse_conv_bn`: same predictions to
+    float rounding, faster). The config's test pipeline is kept as ``model.cfg``;
     ``model.dataset_meta`` (``classes``, ``palette`` if any) comes from the checkpoint's
     ``meta.dataset_meta`` (the training set's, saved by the Runner), else from the config's
     test dataset (its ``metainfo``, else its class's ``METAINFO``)."""
@@ -45,7 +48,11 @@ def init_model(config, checkpoint: str | None = None, device: str = 'cpu'):
     model.dataset_meta = dict(saved_meta) if saved_meta and saved_meta.get('classes') \
         else _config_dataset_meta(cfg)
     model.cfg = cfg
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if fuse_conv_bn:
+        from toolbox.models.layers import fuse_conv_bn as fold_norms
+        fold_norms(model)
+    return model
 
 
 def _config_dataset_meta(cfg) -> dict:

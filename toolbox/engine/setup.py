@@ -30,7 +30,7 @@ RUNNER_KEYS = ('model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_
                'custom_hooks', 'data_preprocessor', 'load_from', 'resume', 'launcher', 'env_cfg',
                'log_processor', 'log_level', 'visualizer', 'default_scope', 'randomness',
                'experiment_name', 'model_wrapper_cfg', 'custom_imports', 'per_sample_seeding',
-               'precision', 'channels_last', 'num_threads', 'compile')
+               'precision', 'channels_last', 'fuse_conv_bn', 'num_threads', 'compile')
 
 
 class ConfigError(ValueError):
@@ -272,8 +272,8 @@ def build_runner(cfg: Config):
     number of workers) unless the config sets ``per_sample_seeding = False``. The visualizer
     gets the log backends of :func:`with_log_backends`. Call :func:`check_data_paths` first
     (``tools/train.py`` does) so that missing data is reported before the Runner writes its
-    log head. The speed keys (``precision``, ``channels_last``, ``num_threads``) are applied by
-    :func:`~toolbox.engine.precision.apply_speed_options`.
+    log head. The speed keys (``precision``, ``channels_last``, ``fuse_conv_bn``,
+    ``num_threads``) are applied by :func:`~toolbox.engine.precision.apply_speed_options`.
     """
     import toolbox  # noqa: F401  (registers the core components)
     from toolbox.engine.precision import apply_speed_options

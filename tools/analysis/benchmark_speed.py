@@ -4,7 +4,8 @@ measures itself (``torch.mm`` of square fp32 matrices, best of a few, on the sam
 thread count).
 
     python tools/analysis/benchmark_speed.py CONFIG [--checkpoint CKPT] [--shape H W]
-        [--batch N] [--iters N] [--warmup N] [--amp {bf16,fp16}] [--channels-last]
+        [--batch N] [--iters N] [--warmup N] [--amp {bf16,fp16}] [--[no-]channels-last]
+        [--fuse-conv-bn]
         [--threads N] [--mode forward|predict] [--device cpu|cuda] [--json OUT]
 
 ``--mode forward`` (default) times the ``'tensor'`` forward (backbone, neck, head(s)) on a
@@ -15,6 +16,10 @@ every clock read. FLOPs are those of one timed call, counted in fp32 by torch's
 ``FlopCounterMode`` (2 per multiply-add, as ``get_flops.py``). ``--amp bf16`` runs under
 ``torch.autocast`` (on a CPU without bf16 units it falls back to fp32 and says so; ``fp16``
 needs a GPU); the efficiency is still against the fp32 peak, so it may exceed 100 %.
+``--channels-last`` defaults as the config key does (on for bf16 on a CPU, where oneDNN's bf16
+kernels want NHWC; ``--no-channels-last`` keeps NCHW). ``--fuse-conv-bn`` folds the
+BatchNorms into the convolutions first, as ``tools/test.py --fuse-conv-bn``; FLOPs are
+counted before folding (the convolutions' FLOPs do not change).
 ``--json OUT`` appends one JSON line (``-``: print it) with the machine, the settings and
 every number. The input size defaults as in ``get_flops.py``. See ``toolbox/analysis.py``.
 """
@@ -40,8 +45,12 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls first (default 3)')
     parser.add_argument('--amp', choices=['bf16', 'fp16'], default=None,
                         help='autocast dtype (default: fp32)')
-    parser.add_argument('--channels-last', action='store_true',
-                        help='model and input in torch.channels_last memory order')
+    parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help='model and input in torch.channels_last memory order (default: '
+                             'on for bf16 on a CPU, off otherwise)')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='fold each BatchNorm into the convolution before it')
     parser.add_argument('--threads', type=int, default=None,
                         help="intra-op threads (default: torch's, one per physical core)")
     parser.add_argument('--mode', choices=['forward', 'predict'], default='forward',
@@ -65,7 +74,8 @@ def format_table(report: dict) -> str:
     """The report of ``toolbox.analysis.speed_report`` as a readable table."""
     machine = report['machine']
     where = machine.get('gpu') if report['device'].startswith('cuda') else machine.get('cpu')
-    layout = ', channels-last' if report['channels_last'] else ''
+    layout = (', channels-last' if report['channels_last'] else '') + \
+        (', BatchNorms folded' if report['fuse_conv_bn'] else '')
     rows = [
         ('config', report['config']),
         ('machine', f"{where or report['device']}, threads: {report['threads']}"),
@@ -93,8 +103,7 @@ def main(argv=None) -> dict:
         report = speed_report(args.config, args.checkpoint, args.shape, args.batch, args.iters,
                               args.warmup, args.amp, args.channels_last, args.threads,
                               args.mode, args.device, args.gemm_sizes or DEFAULT_GEMM_SIZES,
-                              args.gemm_repeats,
-                              args.cfg_options)
+                              args.gemm_repeats, args.cfg_options, args.fuse_conv_bn)
     except ShapeError as err:
         sys.exit(str(err))
     except ValueError as err:  # fp16 without a GPU, threads < 1, warmup < 0
