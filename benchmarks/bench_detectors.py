@@ -234,7 +234,7 @@ def bench_pipeline(out, info, repeats, config):
     model = MODELS.build(cfg.model).eval()
     dataset = DATASETS.build(cfg.val_dataloader.dataset)
     from toolbox.registry import METRICS
-    for batch, count in ((1, 4), (8, 16)):
+    for batch, count in ((1, 16), (8, 16)):
         evaluator_cfgs = cfg.val_evaluator
         if not isinstance(evaluator_cfgs, (list, tuple)):
             evaluator_cfgs = [evaluator_cfgs]

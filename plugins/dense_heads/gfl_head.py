@@ -138,8 +138,7 @@ class GFLHead(RetinaHead):
         place of the deltas; the score is the joint class-quality probability."""
         cfg = dict(self.test_cfg, **(cfg or {}))
         num_images, bins = cls_scores[0].shape[0], self.reg_max + 1
-        per_level_anchors = self.prior_generator.grid_anchors(
-            [tuple(m.shape[-2:]) for m in cls_scores], device=cls_scores[0].device)
+        per_level_anchors = self.grid_priors_per_level(cls_scores)
         scores = [m.permute(0, 2, 3, 1).reshape(num_images, -1, self.num_classes).sigmoid()
                   for m in cls_scores]
         distances = [distribution_expectation(

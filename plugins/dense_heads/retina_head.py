@@ -140,8 +140,7 @@ class RetinaHead(BaseDenseHead):
         per level (B, N_l) quality probabilities that multiply the selected scores
         (:class:`ATSSHead`'s centre-ness)."""
         cfg = dict(self.test_cfg, **(cfg or {}))
-        per_level_anchors = self.prior_generator.grid_anchors(
-            [tuple(m.shape[-2:]) for m in cls_scores], device=cls_scores[0].device)
+        per_level_anchors = self.grid_priors_per_level(cls_scores)
         num_images = cls_scores[0].shape[0]
         scores = [m.permute(0, 2, 3, 1).reshape(num_images, -1, self.num_classes).sigmoid()
                   for m in cls_scores]

@@ -117,8 +117,7 @@ class RPNHead(BaseDenseHead):
     def predict_by_feat(self, cls_scores, bbox_preds, batch_img_metas,
                         cfg: dict | None = None) -> list[InstanceData]:
         cfg = dict(self.test_cfg, **(cfg or {}))
-        per_level_anchors = self.prior_generator.grid_anchors(
-            [tuple(m.shape[-2:]) for m in cls_scores], device=cls_scores[0].device)
+        per_level_anchors = self.grid_priors_per_level(cls_scores)
         return proposals_from_levels(
             [m.permute(0, 2, 3, 1).reshape(m.shape[0], -1) for m in cls_scores],
             [m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, 4) for m in bbox_preds],

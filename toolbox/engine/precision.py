@@ -9,10 +9,12 @@
     loss scaling), and validation / test under autocast (mmengine's ``fp16`` loop flag, which
     is bf16 on a CPU). On a CPU without bf16 matrix units (no ``avx512_bf16`` / ``amx_bf16``
     flag) bf16 is emulated and slower than fp32: the option says so and falls back to fp32.
-    With ``avx512_bf16`` but no AMX the gain depends on the chip (measured: 1.9x fp32 on a
-    2-core AMD EPYC, 0.7x on a 2-core Intel Xeon VM that hides AMX), so a 3x3 convolution
-    is timed once per process (:func:`cpu_bf16_speedup`, about 0.3 s) and bf16 falls back to
-    fp32, saying so, where it is slower;
+    With ``avx512_bf16`` but no AMX the gain depends on the chip (measured in NCHW: 1.9x fp32
+    on a 2-core AMD EPYC, 0.7x on a 2-core Intel Xeon VM that hides AMX), so a 3x3
+    convolution is timed once per process (:func:`cpu_bf16_speedup`, about 0.3 s; bf16
+    channels-last against fp32 NCHW, the defaults) and bf16 falls back to fp32, saying so,
+    where it is slower. With AMX it always pays (forward 4.3x, training step 3.7x on a 2-core
+    Xeon);
   * ``'fp16'``: CUDA only, mmengine's ``AmpOptimWrapper`` with dynamic loss scaling;
   * ``'amp'``: ``'fp16'`` on a GPU, ``'bf16'`` on a CPU.
 
@@ -32,9 +34,9 @@ weight or activation a model uses.
 cuDNN's fastest convolution kernels use; results agree with NCHW to float rounding. Unset
 (``None``), it is on for bf16 on a CPU and off otherwise: oneDNN's bf16 kernels (AMX tiles)
 work on NHWC, and from NCHW every convolution reorders its input and output. On a 2-core Xeon
-with AMX the RetinaNet R50-FPN forward at 800x1216 took 1.49 s in bf16 NCHW and 0.50 s in bf16
-NHWC (fp32 NCHW 2.13 s), a 2x512x512 training step 2.00 s and 0.87 s (fp32 3.24 s). Set
-``channels_last = False`` to keep NCHW.
+with AMX the RetinaNet R50-FPN forward at 800x1216 took 1.46 s in bf16 NCHW and 0.43 s in bf16
+NHWC (fp32 NCHW 1.89 s; ``benchmarks/bench_detectors.py --only precision``), a 2x512x512
+training step 2.00 s and 0.87 s (fp32 3.24 s). Set ``channels_last = False`` to keep NCHW.
 
 ``fuse_conv_bn = True`` folds every eval-mode BatchNorm into the convolution before it when a
 test starts (``tools/test.py --fuse-conv-bn``; :func:`toolbox.models.layers.fuse_conv_bn`);
@@ -43,6 +45,7 @@ training and validation during training are unaffected.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 import statistics
@@ -75,17 +78,21 @@ def cpu_bf16_units(cpuinfo: str = '/proc/cpuinfo') -> list[str]:
 def cpu_bf16_speedup(channels: int = 256, size: int = 64, repeats: int = 5) -> float:
     """fp32 time over bf16-autocast time of one 3x3 convolution (``channels`` in and out, a
     1 x ``channels`` x ``size`` x ``size`` input: the shape of a detector's FPN / head convs),
-    medians of ``repeats`` runs after a warm-up, on this process's threads; cached, so measured
-    once per process. Above 1: bf16 pays on this CPU."""
+    each in the memory format it runs in by default (fp32 NCHW, bf16 channels-last), medians of
+    ``repeats`` runs after a warm-up, on this process's threads; cached, so measured once per
+    process. Above 1: bf16 pays on this CPU."""
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
     x = torch.randn(1, channels, size, size)
+    conv_nhwc = copy.deepcopy(conv).to(memory_format=torch.channels_last)
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
 
     def median_time(autocast: bool) -> float:
+        layer, inputs = (conv_nhwc, x_nhwc) if autocast else (conv, x)
         times = []
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
             for i in range(repeats + 1):
                 start = time.perf_counter()
-                conv(x)
+                layer(inputs)
                 if i:  # the first call is the warm-up (oneDNN kernel creation)
                     times.append(time.perf_counter() - start)
         return statistics.median(times)

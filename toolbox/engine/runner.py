@@ -275,7 +275,12 @@ class ToolboxRunner(Runner):
         log_files = [h.baseFilename for h in self.logger.handlers
                      if isinstance(h, logging.FileHandler)]
         where = log_files[0] if log_files else 'the log file'
-        self.logger.info(f'torch {torch.__version__}, seed {self._seed}, work dir '
+        model_cfg = self.cfg.get('model')
+        preprocessor = (model_cfg.get('data_preprocessor') or {}) \
+            if isinstance(model_cfg, dict) else {}
+        layout = 'channels-last' if preprocessor.get('channels_last') else 'NCHW'
+        self.logger.info(f'torch {torch.__version__}, seed {self._seed}, '
+                         f"{self.cfg.get('precision', 'fp32')} {layout}, work dir "
                          f'{self.work_dir}; environment, full config and hook order: {where} '
                          f'(`python -m toolbox.env` prints the environment)')
 

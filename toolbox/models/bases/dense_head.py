@@ -162,6 +162,11 @@ class BaseDenseHead(BaseModule, metaclass=abc.ABCMeta):
             self._prior_cache = (key, torch.cat(per_level), [len(p) for p in per_level])
         return self._prior_cache[1]
 
+    def grid_priors_per_level(self, maps) -> list[Tensor]:
+        """The priors of :meth:`grid_priors` (same cache) as one (H_l * W_l * A_l, 4) view per
+        level, for the predict paths that select per level."""
+        return list(self.grid_priors(maps).split(self._prior_cache[2]))
+
     def num_priors_per_level(self, maps) -> list[int]:
         self.grid_priors(maps)
         return list(self._prior_cache[2])
