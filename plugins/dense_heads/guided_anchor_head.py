@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 from toolbox.models.bases import BaseDenseHead
+from toolbox.models.layers import deform_conv_forward
 from toolbox.models.task_utils import (PseudoSampler, centers_inside, nms_instances,
                                        proposals_from_levels, select_topk_candidates)
 from toolbox.models.utils import to_float32
@@ -99,7 +100,7 @@ class FeatureAdaption(nn.Module):
 
     def forward(self, x: Tensor, shape: Tensor) -> Tensor:
         offset = self.conv_offset(shape.detach())
-        return torch.relu(self.conv_adaption(x, offset))
+        return torch.relu(deform_conv_forward(self.conv_adaption, x, offset))
 
 
 def calc_region(boxes: Tensor, ratio: float, featmap_size) -> Tensor:
@@ -372,10 +373,13 @@ class GuidedAnchorHead(BaseDenseHead):
             keep = loc_pred[:, 0].sigmoid() >= self.loc_filter_thr  # (B, H, W)
             index = keep.nonzero()  # (K, 3) [b, y, x]
             b, _, h, w = loc_pred.shape
-            cls_map = loc_pred.new_full((b, h, w, self.num_classes), float('-inf'))
-            reg_map = loc_pred.new_zeros((b, h, w, 4))
-            cls_map[keep] = masked_conv2d(cls_feat, cls_conv, index)
-            reg_map[keep] = masked_conv2d(reg_feat, reg_conv, index)
+            # fp32 maps (decoded in fp32 anyway): under autocast the masked products are bf16
+            # or fp16 and the bias addition may promote them
+            cls_map = loc_pred.new_full((b, h, w, self.num_classes), float('-inf'),
+                                        dtype=torch.float32)
+            reg_map = loc_pred.new_zeros((b, h, w, 4), dtype=torch.float32)
+            cls_map[keep] = masked_conv2d(cls_feat, cls_conv, index).float()
+            reg_map[keep] = masked_conv2d(reg_feat, reg_conv, index).float()
             for out, value in zip(outs, (cls_map.permute(0, 3, 1, 2),
                                          reg_map.permute(0, 3, 1, 2), shape_pred, loc_pred)):
                 out.append(value)

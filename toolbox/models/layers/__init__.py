@@ -2,7 +2,7 @@
 ``mmcv.cnn``): norms by config, deformable convs, and modules inserted into backbones by config
 (stage plugins)."""
 from .deform_conv import (DCN_TYPES, DeformConv2dPack, ModulatedDeformConv2dPack, build_conv,
-                          check_stage_with_dcn, init_deform_convs)
+                          check_stage_with_dcn, deform_conv_forward, init_deform_convs)
 from .fuse import fuse_conv_bn
 from .norm import (NORM_TYPES, ChannelsFirstLayerNorm, FrozenBatchNormNd, build_norm_layer,
                    resolve_norm_cfg)
@@ -10,7 +10,7 @@ from .stage_plugins import (PLUGIN_POSITIONS, build_plugin_sequence, parse_plugi
                             select_stage_plugins)
 
 __all__ = ['DCN_TYPES', 'DeformConv2dPack', 'ModulatedDeformConv2dPack', 'build_conv',
-           'check_stage_with_dcn', 'init_deform_convs', 'NORM_TYPES', 'ChannelsFirstLayerNorm',
-           'FrozenBatchNormNd', 'fuse_conv_bn',
+           'check_stage_with_dcn', 'deform_conv_forward', 'init_deform_convs', 'NORM_TYPES',
+           'ChannelsFirstLayerNorm', 'FrozenBatchNormNd', 'fuse_conv_bn',
            'build_norm_layer', 'resolve_norm_cfg', 'PLUGIN_POSITIONS', 'build_plugin_sequence',
            'parse_plugins', 'select_stage_plugins']

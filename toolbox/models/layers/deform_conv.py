@@ -27,8 +27,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
+
+
+def deform_conv_forward(layer: DeformConv2d, x: Tensor, offset: Tensor,
+                        mask: Tensor | None = None) -> Tensor:
+    """``DeformConv2d.forward(layer, x, offset, mask)``, in fp32 under CPU autocast.
+
+    torchvision's CPU kernel has no bf16 version ("deformable_im2col" not implemented for
+    'BFloat16') and CPU autocast does not cast for it, so bf16 training on a CPU stopped at the
+    first deformable conv; on CUDA autocast already runs the op in fp32. Inputs are cast to
+    fp32 here and the output is fp32 (the next layer's autocast casts it back)."""
+    if x.device.type == 'cpu' and torch.is_autocast_enabled('cpu'):
+        with torch.autocast('cpu', enabled=False):
+            return DeformConv2d.forward(layer, x.float(), offset.float(),
+                                        None if mask is None else mask.float())
+    return DeformConv2d.forward(layer, x, offset, mask)
 
 
 class DeformConv2dPack(DeformConv2d):
@@ -62,7 +78,7 @@ class DeformConv2dPack(DeformConv2d):
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x, self.conv_offset(x))
+        return deform_conv_forward(self, x, self.conv_offset(x))
 
 
 class ModulatedDeformConv2dPack(DeformConv2dPack):
@@ -78,7 +94,7 @@ class ModulatedDeformConv2dPack(DeformConv2dPack):
         out = self.conv_offset(x)
         num_offsets = out.shape[1] * 2 // 3
         offset, mask = out[:, :num_offsets], out[:, num_offsets:].sigmoid()
-        return DeformConv2d.forward(self, x, offset, mask)
+        return deform_conv_forward(self, x, offset, mask)
 
 
 DCN_TYPES = {'DCN': DeformConv2dPack, 'DCNv2': ModulatedDeformConv2dPack}
