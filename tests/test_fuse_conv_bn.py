@@ -158,6 +158,11 @@ def test_channels_last_defaults_on_for_bf16_on_a_cpu_only(monkeypatch):
     explicit.precision, explicit.channels_last = 'bf16', False
     apply_speed_options(explicit)
     assert not explicit.model.data_preprocessor.get('channels_last')
+    tta = load_config(DEMO)  # tools/test.py --tta: the model sits in the wrapper's 'module'
+    tta.precision, tta.model = 'bf16', dict(type='DetTTAModel', module=tta.model)
+    apply_speed_options(tta)
+    assert tta.model.module.data_preprocessor.channels_last
+    assert 'data_preprocessor' not in tta.model
     fp32 = load_config(DEMO)
     fp32.fuse_conv_bn = True
     apply_speed_options(fp32)

@@ -232,7 +232,9 @@ def apply_speed_options(cfg) -> str:
         channels_last = default_channels_last(precision)
     hooks = list(cfg.get('custom_hooks') or [])
     if channels_last:
-        cfg.model.setdefault('data_preprocessor', {})['channels_last'] = True
+        # a test-time-augmentation wrapper (tools/test.py --tta) holds the model as 'module'
+        network = cfg.model.get('module', cfg.model)
+        network.setdefault('data_preprocessor', {})['channels_last'] = True
         if not any(h.get('type') == 'ChannelsLastHook' for h in hooks):
             hooks.append(dict(type='ChannelsLastHook'))
     if cfg.get('fuse_conv_bn') and not any(h.get('type') == 'FuseConvBNHook' for h in hooks):

@@ -276,6 +276,8 @@ class ToolboxRunner(Runner):
                      if isinstance(h, logging.FileHandler)]
         where = log_files[0] if log_files else 'the log file'
         model_cfg = self.cfg.get('model')
+        if isinstance(model_cfg, dict):
+            model_cfg = model_cfg.get('module', model_cfg)  # inside a TTA wrapper
         preprocessor = (model_cfg.get('data_preprocessor') or {}) \
             if isinstance(model_cfg, dict) else {}
         layout = 'channels-last' if preprocessor.get('channels_last') else 'NCHW'
