@@ -309,13 +309,10 @@ def _boxes_batch(height: int, width: int, num_classes: int, batch: int = 2) -> d
 
 def _bf16_channels_last(model):
     """The model as ``precision = 'bf16'`` runs it on a CPU: channels-last (4-D weights)."""
+    from types import SimpleNamespace
+
     from toolbox.engine.precision import ChannelsLastHook
-
-    class Runner:
-        pass
-
-    Runner.model = model
-    ChannelsLastHook().before_run(Runner)
+    ChannelsLastHook().before_run(SimpleNamespace(model=model))  # the hook reads runner.model
     if hasattr(model.data_preprocessor, 'channels_last'):
         model.data_preprocessor.channels_last = True
     return model
