@@ -7,13 +7,16 @@ input, in float32:
 * ``forward``: eval mode under ``torch.no_grad()``;
 * ``forward_backward``: train mode, forward, ``sum(map.mean())`` and backward.
 
-Each JSON line has the median seconds of ours and timm's (``--repeats`` runs after ``--warmup``),
-``ratio`` = timm time / our time (above 1: ours is faster), the parameter counts and, on CUDA,
-the peak memory (``torch.cuda.max_memory_allocated`` over one call, weights included). On the CPU
-no memory is recorded: tracemalloc does not see torch's allocations.
+Each JSON line has the median seconds per call of ours and timm's: the two are timed alternately
+(``--repeats`` rounds after ``--warmup``, each round ``--inner`` calls of ours then of timm's), so
+that clock and load drift hit both alike; the H200 rows of the first version (each model's
+repeats in one block, 5 single calls) differed by up to 1.34x between op-for-op identical
+ResNet-50s. ``ratio`` = timm time / our time (above 1: ours is faster); also the parameter
+counts and, on CUDA, the peak memory (``torch.cuda.max_memory_allocated`` over one call,
+weights included). On the CPU no memory is recorded: tracemalloc does not see torch's allocations.
 
     python benchmarks/bench_backbones.py [--device cuda] [--size 512] [--batch 2]
-        [--repeats 10] [--only Xception ...] [--out benchmarks/results/FILE.jsonl]
+        [--repeats 10] [--inner 1] [--only Xception ...] [--out benchmarks/results/FILE.jsonl]
 
 A backbone that is not registered (its plugin missing) or a timm model that this timm lacks is
 skipped with a note on stderr.
@@ -25,7 +28,7 @@ import sys
 
 import torch
 
-from common import emit, machine, median_seconds
+from common import alternate, emit, machine
 
 # (name, our config, timm model name, timm create_model keywords). Ours and timm's return the
 # same maps: ResNet C2-C5; Xception-65 at output stride 32 and Xception every feature point
@@ -74,31 +77,35 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def measure(model, x: torch.Tensor, backward: bool, repeats: int, warmup: int) -> dict:
-    """Median seconds of one forward (eval, no_grad) or forward+backward (train) call and, on
-    CUDA, the peak memory of one call in MiB."""
+def make_call(model, x: torch.Tensor, backward: bool, inner: int):
+    """``inner`` forward calls (eval, no_grad) or forward+backward calls (train), synchronised
+    on CUDA at the end; sets the model's mode."""
     cuda = x.device.type == 'cuda'
+    model.train(backward)
 
     def call():
-        if backward:
-            model.zero_grad(set_to_none=True)
-            sum(out.float().mean() for out in model(x)).backward()
-        else:
-            with torch.no_grad():
-                model(x)
+        for _ in range(inner):
+            if backward:
+                model.zero_grad(set_to_none=True)
+                sum(out.float().mean() for out in model(x)).backward()
+            else:
+                with torch.no_grad():
+                    model(x)
         if cuda:
             torch.cuda.synchronize()
+    return call
 
-    model.train(backward)
-    seconds = median_seconds(call, repeats=repeats, warmup=warmup)
-    result = dict(seconds=seconds, peak_mib=None)
-    if cuda:
-        model.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        call()
-        result['peak_mib'] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-    return result
+
+def peak_mib(model, x: torch.Tensor, backward: bool) -> float | None:
+    """Peak CUDA memory of one call in MiB (weights included); None on the CPU."""
+    if x.device.type != 'cuda':
+        return None
+    call = make_call(model, x, backward, 1)
+    model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    return round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
 
 
 def main(argv=None):
@@ -108,6 +115,9 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--inner', type=int, default=1,
+                        help='calls per timed repeat (e.g. 20 on a GPU, where one call is '
+                             'a few ms)')
     parser.add_argument('--only', nargs='+', metavar='NAME',
                         help=f'a subset of {[p[0] for p in PAIRS]}')
     parser.add_argument('--out', help='append the JSON lines to this file')
@@ -134,14 +144,17 @@ def main(argv=None):
         x = torch.randn(args.batch, 3, args.size, args.size, device=args.device,
                         generator=torch.Generator(args.device).manual_seed(0))
         for mode, backward in (('forward', False), ('forward_backward', True)):
-            a = measure(ours, x, backward, args.repeats, args.warmup)
-            b = measure(peer, x, backward, args.repeats, args.warmup)
+            ours_call = make_call(ours, x, backward, args.inner)
+            peer_call = make_call(peer, x, backward, args.inner)
+            ours_s, peer_s = (t / args.inner for t in alternate(
+                ours_call, peer_call, args.repeats, args.warmup))
             emit(dict(benchmark=f'backbone_{mode}', backbone=name, ours=ours_cfg['type'],
                       peer=f'timm {timm_name} (features_only)', device=args.device,
                       batch=args.batch, size=args.size, repeats=args.repeats,
-                      ours_s=round(a['seconds'], 5), peer_s=round(b['seconds'], 5),
-                      ratio=round(b['seconds'] / a['seconds'], 3),
-                      ours_peak_mib=a['peak_mib'], peer_peak_mib=b['peak_mib'],
+                      inner=args.inner, ours_s=round(ours_s, 5), peer_s=round(peer_s, 5),
+                      ratio=round(peer_s / ours_s, 3),
+                      ours_peak_mib=peak_mib(ours, x, backward),
+                      peer_peak_mib=peak_mib(peer, x, backward),
                       ours_params=n_params(ours), peer_params=n_params(peer), machine=info),
                  args.out)
         del ours, peer

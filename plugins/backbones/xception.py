@@ -118,13 +118,14 @@ class XceptionBlock(nn.Module):
                                          act=not start_with_relu))
             ch = out
         self.stack = _Stack(convs)
-        self.relu = nn.ReLU()  # not in place: the block input is still needed by the skip
 
     def forward_with_tap(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out = x
         for k in range(1, 4):
             if self.start_with_relu:
-                out = self.relu(out)
+                # the first ReLU out of place (the skip still needs the block input), the
+                # others in place on a conv's fresh output, as timm: 40 fewer copies of a map
+                out = F.relu(out, inplace=k > 1)
             if k == 3:
                 tap = out
             out = getattr(self.stack, f'conv{k}')(out)
