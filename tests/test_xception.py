@@ -11,9 +11,10 @@ from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from toolbox.engine.weights import load_weights
 from toolbox.registry import MODELS
-from toolbox_plugins.backbones.xception import (TIMM_LEGACY_PREFIX_MAP, AlignedXception,
-                                                Xception)
+from toolbox_plugins.backbones.xception import (TIMM_LEGACY_PREFIX_MAP, TIMM_PREFIX_MAP,
+                                                AlignedXception, Xception)
 
 from .helpers import n_params, randomise_bn
 
@@ -229,3 +230,33 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_unknown_argument_names_the_class():
     with pytest.raises(TypeError, match='Xception'):
         MODELS.build(dict(type='Xception', depth=65))
+
+
+def test_aligned_xception65_train_mode_outputs_and_gradients_equal_timm():
+    """The aligned Xception-65 (DeepLab v3+; feature parity in tests/test_segmentation.py):
+    batch statistics and backward through the pre-activation ReLUs (the first of each block out
+    of place, the others in place, as timm's) and the skip sums, for every parameter."""
+    import timm
+    torch.manual_seed(0)
+    reference = timm.create_model('xception65', features_only=True, output_stride=32).train()
+    ours = AlignedXception(output_stride=32, out_indices=ALL_POINTS).train()
+    load_weights(ours, reference.state_dict(), prefix_map=TIMM_PREFIX_MAP)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    weights = [torch.randn(1, c, 1, 1, generator=torch.Generator().manual_seed(c))
+               for c in ours.out_channels]
+    outputs = {}
+    for name, model in (('timm', reference), ('ours', ours)):
+        outputs[name] = model(x)
+        sum((out * w).mean() for out, w in zip(outputs[name], weights)).backward()
+    for a, b in zip(outputs['ours'], outputs['timm']):
+        assert torch.allclose(a, b, atol=1e-5)
+    ours_params = dict(ours.named_parameters())
+    checked = 0
+    for name, param in reference.named_parameters():
+        old = next((old for old in TIMM_PREFIX_MAP if name.startswith(old)), '')
+        ours_name = TIMM_PREFIX_MAP.get(old, '') + name[len(old):]
+        assert param.grad is not None and ours_name in ours_params, name
+        assert torch.allclose(ours_params[ours_name].grad, param.grad, rtol=1e-3, atol=1e-6), \
+            name
+        checked += 1
+    assert checked == len(ours_params)
