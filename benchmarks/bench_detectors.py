@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import subprocess
 import sys
 import time
 
@@ -42,9 +41,10 @@ from mmengine.dataset import pseudo_collate
 from mmengine.structures import InstanceData
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import alternate, emit, machine, median_seconds  # noqa: E402
+from common import alternate, child_peak_mib, emit, machine, median_seconds  # noqa: E402
 
 from toolbox.engine import load_config  # noqa: E402
+from toolbox.engine.precision import set_flush_denormal  # noqa: E402
 from toolbox.models.layers import fuse_conv_bn  # noqa: E402
 from toolbox.plugins import load_plugins  # noqa: E402
 from toolbox.registry import DATASETS, MODELS  # noqa: E402
@@ -296,8 +296,7 @@ def bench_data_loading(out, info, config='configs/retinanet_r18_fpn_320_bccd.py'
 
 
 MEMORY_CHILD = '''
-import sys, torch
-sys.path.insert(0, {bench_dir!r})
+import torch
 from bench_detectors import build_ours, build_peer
 from common import peak_rss_mib_above, reset_peak_rss
 from toolbox.plugins import load_plugins
@@ -374,13 +373,10 @@ def bench_compile_train(out, info, repeats, batch=2, size=(512, 512)):
 
 
 def bench_memory(out, info):
-    code = MEMORY_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)))
     for name in ('retinanet', 'deeplabv3'):
-        peak = {}
-        for who in ('ours', 'peer'):
-            result = subprocess.run([sys.executable, '-c', code, name, who], capture_output=True,
-                                    text=True, check=True, cwd=REPO)
-            peak[who] = float(result.stdout.split()[-1])  # MiB above the imports
+        # MiB above the imports, each model in a process of its own
+        peak = {who: child_peak_mib(MEMORY_CHILD, name, who, cwd=REPO)
+                for who in ('ours', 'peer')}
         shape = [1, 3, 800, 1216] if name == 'retinanet' else [1, 3, 512, 512]
         emit(dict(benchmark=f'{name}_r50_forward_peak_rss', shape=shape,
                   ours_mib=round(peak['ours']), peer_mib=round(peak['peer']),
@@ -400,9 +396,9 @@ def main():
                         help='BCCD recipes for the pipeline part (default: %(default)s)')
     args = parser.parse_args()
     load_plugins()
-    # as tools/train.py and tools/test.py run (toolbox.engine.precision: flush_denormal): a
-    # training step with subnormal gradients is several times slower on x86
-    torch.set_flush_denormal(not args.keep_denormals)
+    # common turned flushing on (as tools/train.py and tools/test.py run); --keep-denormals
+    # turns it off on every thread
+    set_flush_denormal(not args.keep_denormals)
     info = dict(machine(), flush_denormal=not args.keep_denormals)
     if 'forward' in args.only:
         for name in ('retinanet', 'faster_rcnn'):

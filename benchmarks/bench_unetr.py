@@ -22,17 +22,13 @@ allocations have no per-call counter.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 
 import torch
 
-from common import alternate, emit, machine
+from common import alternate, child_peak_mib, emit, machine
 
 MEMORY_CHILD = '''
-import sys, torch
-sys.path.insert(0, {bench_dir!r})
+import torch
 from bench_unetr import build_one, call
 from common import peak_rss_mib_above, reset_peak_rss
 who, mode, size, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -97,10 +93,7 @@ def call(model: torch.nn.Module, x: torch.Tensor, mode: str) -> None:
 
 def cpu_peak_mib(who: str, mode: str, size: int, batch: int) -> float:
     """Peak resident set (MiB) of one call in a fresh process, above the built model."""
-    code = MEMORY_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, '-c', code, who, mode, str(size), str(batch)],
-                            capture_output=True, text=True, check=True)
-    return round(float(result.stdout.split()[-1]), 1)
+    return child_peak_mib(MEMORY_CHILD, who, mode, size, batch)
 
 
 def main(argv=None):

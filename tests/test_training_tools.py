@@ -80,6 +80,37 @@ def test_flush_denormal_is_on_by_default_and_can_be_turned_off():
         torch.set_flush_denormal(False)
 
 
+FLUSH_IN_WORKERS = r"""
+import sys
+import torch
+from toolbox.engine.precision import set_flush_denormal
+torch.set_num_threads(2)
+a = torch.randn(1000, 1000)
+a @ a  # starts torch's OpenMP workers before the flags are set
+set_flush_denormal(sys.argv[1] == 'on')
+# 2**-127 (bits 0x00400000) read as zero under DAZ; 2048 of them sum to 2**-116 (normal) if not
+x = torch.full((512, 2048), 0x00400000, dtype=torch.int32).view(torch.float32)
+product = x @ torch.ones(2048, 256)  # split over both threads
+print((product == 0).float().mean().item(), product.max().item())
+"""
+
+
+@pytest.mark.parametrize('flag', ['on', 'off'])
+def test_flush_denormal_reaches_worker_threads_started_before_it(flag):
+    """Every element of a two-thread matrix product with subnormal inputs is 0 once flushing is
+    on, though the OpenMP workers existed before it was set (a plain
+    ``torch.set_flush_denormal`` reaches only the main thread), and 2**-116 with it off."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, '-c', FLUSH_IN_WORKERS, flag], capture_output=True,
+                            text=True, check=True, timeout=120)
+    zero_fraction, largest = map(float, result.stdout.split()[-2:])
+    if flag == 'on':
+        assert (zero_fraction, largest) == (1.0, 0.0)
+    else:
+        assert zero_fraction == 0.0 and largest == pytest.approx(2.0 ** -116, rel=1e-6)
+
+
 def _demo_model_and_batch(demo_root):
     from mmengine.dataset import pseudo_collate
     from toolbox.registry import DATASETS

@@ -27,7 +27,8 @@ microcode path for every subnormal operand, and gradients reach that range once 
 trains: a Faster R-CNN R50-FPN step at 2x512x512 went from 7 s to 20-47 s after five SGD
 steps on a 2-core Xeon (convolution backward 4x, ``mm`` 10x, RoIAlign backward 4x slower),
 and stayed at 7-8 s with flushing. The values flushed are far below fp32's resolution of any
-weight or activation a model uses.
+weight or activation a model uses. The flags are per thread: :func:`set_flush_denormal` also
+restarts torch's OpenMP workers so that they carry them.
 
 ``channels_last = True`` stores the model's 4-D weights in NHWC order
 (``torch.channels_last``) and the data preprocessor emits NHWC batches, the layout oneDNN's and
@@ -242,7 +243,7 @@ def apply_speed_options(cfg) -> str:
     if hooks:
         cfg.custom_hooks = hooks
     set_num_threads(cfg.get('num_threads'))
-    torch.set_flush_denormal(bool(cfg.get('flush_denormal', True)))
+    set_flush_denormal(bool(cfg.get('flush_denormal', True)))
     return precision
 
 
@@ -261,3 +262,40 @@ def set_num_threads(num_threads: int | None) -> None:
         raise ValueError(f'num_threads must be >= 1, got {num_threads}')
     torch.set_num_threads(num_threads)
     os.environ['OMP_NUM_THREADS'] = str(num_threads)
+
+
+def set_flush_denormal(enabled: bool) -> None:
+    """``torch.set_flush_denormal(enabled)`` on the main thread and on torch's CPU workers.
+
+    The x86 FTZ / DAZ flags belong to a thread, and an OpenMP worker takes the flags of the
+    thread that starts it: after any parallel op (the bf16 probe, a model built earlier in the
+    process) torch's call alone reaches the main thread only. Measured on a 2-core Xeon: a
+    Swin-T forward at 2x512x512, whose attention outputs hold subnormals at padded windows,
+    took 0.84 s with the flags set late and 0.60 s with them set before the first op; a
+    384x384 matrix product with subnormal inputs 62 ms against 0.3 ms. So the OpenMP pool is
+    released (OpenMP 5.0 ``omp_pause_resource_all``) and the next parallel op starts workers
+    that carry the new flags. Without an OpenMP runtime exposing it, only the main thread
+    changes.
+    """
+    if torch.set_flush_denormal(enabled):
+        pause = _openmp_pause_resource_all()
+        if pause is not None:
+            pause(2)  # omp_pause_hard: the workers end, their number (ICV) stays
+
+
+@functools.lru_cache(maxsize=1)
+def _openmp_pause_resource_all():
+    """``omp_pause_resource_all`` of the OpenMP runtime torch ships (``torch/lib/libgomp*``,
+    ``libiomp*``, ``libomp*``) or, failing that, of one loaded globally; ``None`` if none
+    exposes it."""
+    import ctypes
+    import glob
+    bundled = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), 'lib', 'lib*omp*')))
+    for path in (*bundled, None):
+        try:
+            function = ctypes.CDLL(path).omp_pause_resource_all
+        except (OSError, AttributeError):
+            continue
+        function.argtypes, function.restype = [ctypes.c_int], ctypes.c_int
+        return function
+    return None
