@@ -273,7 +273,7 @@ def test_patch_merging_channel_order_reorder_formula():
     ``nn.Unfold`` PatchMerging gives the same output (odd 5 x 7 map: both pad bottom-right)."""
     torch.manual_seed(0)
     ref = _perturb_(timm.models.swin_transformer.PatchMerging(8)).eval()
-    ours = PatchMerging(8, 16, kernel_size=2, stride=2, padding='corner', bias=False).eval()
+    ours = PatchMerging(8, 16, dict(type='LN')).eval()
     w = ref.reduction.weight
     ours.reduction.weight.data = w.reshape(16, 4, 8)[:, [0, 2, 1, 3], :].transpose(1, 2) \
         .reshape(16, 32)
@@ -290,6 +290,31 @@ def test_patch_merging_channel_order_reorder_formula():
     ours.reduction.weight.data = w.clone()
     with torch.no_grad():
         assert (ours(x.reshape(2, 35, 8), (5, 7))[0].view(2, 3, 4, 16) - exp).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize('hw', [(6, 8), (5, 7)])
+def test_patch_merging_equals_mmcv_with_the_same_weights(hw):
+    """Ours gathers offset-major and permutes its parameters instead of mmcv's ``nn.Unfold``:
+    same state dict, same output and input gradient, at an even and an odd map size."""
+    from mmcv.cnn.bricks.transformer import PatchMerging as MMCVPatchMerging
+    torch.manual_seed(0)
+    ref = _perturb_(MMCVPatchMerging(8, 16, kernel_size=2, stride=2, padding='corner',
+                                     bias=False))
+    ours = PatchMerging(8, 16, dict(type='LN'))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, hw[0] * hw[1], 8)
+    x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    exp, exp_hw = ref(x_ref, hw)
+    out, out_hw = ours(x_ours, hw)
+    assert tuple(out_hw) == tuple(exp_hw) == ((hw[0] + 1) // 2, (hw[1] + 1) // 2)
+    torch.testing.assert_close(out, exp, rtol=0, atol=1e-6)
+    out.square().sum().backward()
+    exp.square().sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=0, atol=1e-5)
+    ours_params, ref_params = dict(ours.named_parameters()), dict(ref.named_parameters())
+    assert set(ours_params) == set(ref_params) == {'norm.weight', 'norm.bias', 'reduction.weight'}
+    for name, param in ours_params.items():
+        torch.testing.assert_close(param.grad, ref_params[name].grad, rtol=0, atol=1e-5)
 
 
 # -------------------------------------------------------------------------- checkpoint formats
