@@ -414,7 +414,8 @@ def speed_report(config: str, checkpoint: str | None = None,
         fuse_conv_bn: fold the BatchNorms into the convolutions before timing
             (:func:`toolbox.models.layers.fuse_conv_bn`); FLOPs are counted before.
         threads: intra-op threads (:func:`toolbox.engine.precision.set_num_threads`), for the
-            model and the GEMM peak alike.
+            model and the GEMM peak alike. Subnormal floats are flushed unless the config sets
+            ``flush_denormal = False``, as in training and testing.
         device: ``'cuda'`` when available, else ``'cpu'``, unless given.
 
     Returns a JSON-ready dict: ``machine``, ``config``, ``mode``, ``device``, ``precision``
@@ -425,7 +426,7 @@ def speed_report(config: str, checkpoint: str | None = None,
     """
     from toolbox.engine import load_config
     from toolbox.engine.precision import (default_channels_last, resolve_precision,
-                                          set_num_threads)
+                                          set_flush_denormal, set_num_threads)
     from toolbox.models.layers import fuse_conv_bn as fold_norms
     if mode not in ('forward', 'predict'):
         raise ValueError(f"mode must be 'forward' or 'predict', got {mode!r}")
@@ -438,6 +439,7 @@ def speed_report(config: str, checkpoint: str | None = None,
         channels_last = default_channels_last(precision, cuda)
     set_num_threads(threads)
     cfg = load_config(config, cfg_options)
+    set_flush_denormal(bool(cfg.get('flush_denormal', True)))  # as tools/train.py and test.py
     spatial = resolve_input_shape(cfg, config, shape)
     model = build_model(cfg, checkpoint, device=device)
     if mode == 'forward':
