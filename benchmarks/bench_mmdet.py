@@ -18,7 +18,7 @@ mmdet (reference/PEERS.md):
 Each side is a worker process (this file with ``--worker ours|mmdet``) that builds its model
 with random weights and flushes subnormal floats, then times one call per line it reads; the
 orchestrator asks them in turn, the order flipped every round (as ``common.alternate_samples``).
-A process keeps a speed of its own (two workers of the same model differed by 3 %), so the
+A process keeps a speed of its own (two workers of the same model differed by 4 %), so the
 rounds are spread over ``--sessions`` pairs of fresh workers, started in alternating order:
 
 * ``forward``: ``model(images, mode='tensor')`` (backbone, FPN, head), eval, 1x3x800x1216;
@@ -162,7 +162,7 @@ def main(argv=None):
     for part in args.parts:
         ours_times, peer_times = [], []
         # a worker process keeps a speed of its own (two workers of our same model, alternated
-        # 8 times: 2.09 vs 2.16 s), so the rounds are spread over fresh pairs of workers,
+        # 8 times: 2.08 vs 2.16 s median), so the rounds are spread over fresh pairs of workers,
         # started in alternating order
         for session in range(args.sessions):
             starts = [('ours', sys.executable), ('mmdet', args.peer_python)]
