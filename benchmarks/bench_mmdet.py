@@ -16,8 +16,8 @@ mmdet (reference/PEERS.md):
     # then raise mmcv_maximum_version to '2.3.0' in PEER's mmdet/__init__.py
 
 Each side is a worker process (this file with ``--worker ours|mmdet``) that builds its model
-with random weights and flushes subnormal floats, then times one call per line it reads; the
-orchestrator asks them in turn, the order flipped every round (as ``common.alternate_samples``).
+with random weights and flushes subnormal floats, then runs one call per line it reads; the
+orchestrator times them in turn, the order flipped every round (``common.alternate_samples``).
 A process keeps a speed of its own (two workers of the same model differed by 4 %), so the
 rounds are spread over ``--sessions`` pairs of fresh workers, started in alternating order:
 
@@ -36,7 +36,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -87,7 +86,7 @@ def build(side: str):
 
 
 def worker(side: str, part: str) -> None:
-    """Build, warm up, print one JSON line of facts, then time one call per stdin line."""
+    """Build, warm up, print one JSON line of facts, then run one call per stdin line."""
     import torch
     torch.set_flush_denormal(True)  # before any op, so that torch's workers carry it too
     model, sample_cls, instance_cls, versions = build(side)
@@ -121,9 +120,8 @@ def worker(side: str, part: str) -> None:
     for line in sys.stdin:
         if line.strip() != 'run':
             break
-        start = time.perf_counter()
         call()
-        print(time.perf_counter() - start, flush=True)
+        print('done', flush=True)
 
 
 def start_worker(python: str, side: str, part: str):
@@ -133,11 +131,13 @@ def start_worker(python: str, side: str, part: str):
     return proc, facts
 
 
-def timed_call(proc):
+def remote_call(proc):
+    """One call in the worker ``proc``, returning when it is done (a pipe round trip adds well
+    under a millisecond to seconds-long calls)."""
     def call():
         proc.stdin.write('run\n')
         proc.stdin.flush()
-        return float(proc.stdout.readline())
+        proc.stdout.readline()
     return call
 
 
@@ -157,7 +157,7 @@ def main(argv=None):
     if not args.peer_python:
         parser.error('--peer-python PEER/bin/python is needed (module docstring)')
     sys.path.insert(0, HERE)
-    from common import emit, machine, ratio_quartiles
+    from common import alternate_samples, emit, machine, ratio_quartiles
     info = machine()
     for part in args.parts:
         ours_times, peer_times = [], []
@@ -169,11 +169,10 @@ def main(argv=None):
             workers = {side: start_worker(python, side, part)
                        for side, python in (starts if session % 2 == 0 else starts[::-1])}
             (ours, ours_facts), (peer, peer_facts) = workers['ours'], workers['mmdet']
-            # the worker's own clock: a round trip through the pipes is not part of a call
-            pair = ((timed_call(ours), ours_times), (timed_call(peer), peer_times))
-            for i in range(max(2, args.repeats // args.sessions)):
-                for call, times in (pair if i % 2 == 0 else pair[::-1]):
-                    times.append(call())
+            times = alternate_samples(remote_call(ours), remote_call(peer),
+                                      max(2, args.repeats // args.sessions), warmup=0)
+            ours_times += times[0]
+            peer_times += times[1]
             for proc in (ours, peer):
                 proc.stdin.close()
                 proc.wait()

@@ -30,8 +30,9 @@ from torch import nn
 from toolbox.registry import MODELS
 from toolbox_plugins.backbones import swin as swin_module
 from toolbox_plugins.backbones.swin import (PatchMerging, ShiftWindowMSA, SwinTransformer,
-                                            convert_swin_state_dict, detect_checkpoint_format,
                                             relative_position_index, shifted_window_mask)
+from toolbox_plugins.backbones.swin_checkpoints import (convert_swin_state_dict,
+                                                        detect_checkpoint_format)
 
 from .conftest import REPO_ROOT
 
